@@ -1,0 +1,35 @@
+# lossbench -- every target installs .venv first when it is missing or older than pyproject.toml.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+# the shared datasets folder beside the checkout (MNIST/raw, FashionMNIST/raw), used by tests
+export LOSSBENCH_DATA ?= $(abspath ../shared/datasets)
+
+.PHONY: install train test test-fast lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+train: $(STAMP)  ## the main job: synthetic multilabel data, sigmoid + BCEWithLogits
+	$(PY) -m lossbench.train $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile -q $(ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests scripts
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format src tests scripts
+
+clean:
+	rm -rf runs outputs multirun .pytest_cache

@@ -1,0 +1,99 @@
+"""The one validation step, and the validity table of (task, head, loss).
+
+``validate(cfg, task)`` checks names, ranges and the combination before anything is built or
+trained, raising :class:`~lossbench.errors.ConfigError` with a one-line message that names the key,
+the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lossbench import data, losses
+from lossbench.errors import ConfigError
+from lossbench.heads import HEADS, TASKS, Z_ACTIVATIONS
+from lossbench.models import MODELS
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adadelta", "adagrad")
+
+
+def is_valid(task: str, head: str, loss: str) -> bool:
+    cls = losses.loss_class(loss)
+    return head in cls.heads and task in cls.tasks
+
+
+def natural_head(loss: str) -> str:
+    return losses.loss_class(loss).heads[0]
+
+
+def validity_table() -> list[dict[str, Any]]:
+    """Every (task, head, loss) with whether lossbench trains it."""
+    return [
+        {"task": task, "head": head, "loss": loss, "valid": is_valid(task, head, loss)}
+        for task in TASKS for loss in losses.available() for head in HEADS
+    ]
+
+
+def check_combination(task: str, head: str, loss: str) -> None:
+    cls = losses.loss_class(loss)
+    if head not in cls.heads:
+        raise ConfigError(f"head={head} is not valid for loss={loss}; valid heads for {loss}: {', '.join(cls.heads)}")
+    if task not in cls.tasks:
+        raise ConfigError(f"loss={loss} does not support {task} data; it supports: {', '.join(cls.tasks)}")
+
+
+# (key, test, what is allowed) -- checked only where the key is present
+_RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("seed", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    ("optimizer.lr", lambda v: _is_num(v) and v > 0, "a number > 0"),
+    ("optimizer.weight_decay", lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+    ("optimizer.momentum", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("data.batch_size", lambda v: _is_int(v) and v > 0, "an integer > 0"),
+    ("data.val_size", lambda v: _is_int(v) and v > 0, "an integer > 0"),
+    ("data.train_size", lambda v: v is None or (_is_int(v) and v > 0), "null or an integer > 0"),
+    ("data.test_size", lambda v: v is None or (_is_int(v) and v > 0), "null or an integer > 0"),
+    ("data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+    ("trainer.max_epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("head.threshold", lambda v: _is_num(v) and 0 < v < 1, "a number in the open interval (0, 1)"),
+    ("head.z_activation", lambda v: v in Z_ACTIVATIONS, f"one of {', '.join(Z_ACTIVATIONS)}"),
+    ("loss.label_smoothing", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("loss.eps", lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+    ("loss.reduction", lambda v: v in losses.REDUCTIONS, f"one of {', '.join(losses.REDUCTIONS)}"),
+]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _name(cfg: DictConfig, group: str, allowed: list[str] | tuple[str, ...]) -> str:
+    name = OmegaConf.select(cfg, f"{group}.name")
+    if name not in allowed:
+        raise ConfigError(f"{group}={name!r} is unknown; available: {', '.join(allowed)}")
+    return name
+
+
+def validate_names(cfg: DictConfig) -> None:
+    _name(cfg, "data", data.available())
+    _name(cfg, "head", HEADS)
+    _name(cfg, "loss", losses.available())
+    _name(cfg, "model", MODELS)
+    _name(cfg, "optimizer", OPTIMIZERS)
+
+
+def validate(cfg: DictConfig, task: str) -> None:
+    """Names, ranges, then the (task, head, loss) combination."""
+    validate_names(cfg)
+    for key, ok, allowed in _RANGES:
+        value = OmegaConf.select(cfg, key, default="<absent>")
+        if value != "<absent>" and not ok(value):
+            raise ConfigError(f"{key}={value!r} is invalid; allowed: {allowed}")
+    check_combination(task, cfg.head.name, cfg.loss.name)

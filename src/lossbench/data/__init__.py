@@ -1,0 +1,36 @@
+"""One DataModule per dataset; ``build_datamodule(name, **params)`` picks it by config name."""
+
+from __future__ import annotations
+
+from lossbench.data.base import Normalization, Split, TensorDataModule
+from lossbench.errors import ConfigError
+
+
+def _synthetic(**params):
+    from lossbench.data.synthetic import SyntheticDataModule
+
+    return SyntheticDataModule(**params)
+
+
+def _mnist(**params):
+    from lossbench.data.mnist import MNISTDataModule
+
+    return MNISTDataModule(**params)
+
+
+BUILDERS = {"synthetic": _synthetic, "mnist": _mnist, "fashion_mnist": _mnist}
+
+
+def available() -> list[str]:
+    return sorted(BUILDERS)
+
+
+def build_datamodule(name: str, **params) -> TensorDataModule:
+    if name not in BUILDERS:
+        raise ConfigError(f"data={name!r} is unknown; available: {', '.join(available())}")
+    if name in ("mnist", "fashion_mnist"):
+        params["name"] = name
+    return BUILDERS[name](**params)
+
+
+__all__ = ["Normalization", "Split", "TensorDataModule", "available", "build_datamodule"]

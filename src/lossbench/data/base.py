@@ -1,0 +1,126 @@
+"""Whole-tensor datasets: the base every lossbench DataModule builds on.
+
+A dataset is decoded once into tensors (images stay ``uint8``), batches are taken with one index
+operation per batch, and scaling/normalisation happens on the device inside the model
+(``LossModule.normalize``) -- no per-sample Python or PIL work in the training loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # (N, *input_shape), uint8 images or float features
+    y: torch.Tensor  # (N,) int64 class indices, or (N, C) float multi-hot
+
+
+@dataclass
+class Normalization:
+    """``x -> (x / scale - mean) / std``, applied on the device."""
+
+    scale: float = 1.0
+    mean: list[float] = field(default_factory=lambda: [0.0])
+    std: list[float] = field(default_factory=lambda: [1.0])
+
+
+class TensorBatches(Dataset):
+    """Indexable by a tensor of indices: returns a whole batch at once."""
+
+    def __init__(self, split: Split) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split.y)
+
+    def __getitem__(self, index):
+        return self.split.x[index], self.split.y[index]
+
+
+class ShuffledBatches(Sampler):
+    """Yields index tensors of one batch each; the order depends only on (seed, epoch).
+
+    Deterministic per epoch so a run resumed from an epoch-end checkpoint sees exactly the batches an
+    uninterrupted run would. Under ``torch.distributed`` each rank takes its own slice.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False) -> None:
+        self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+            order = order[rank::world]
+        return order
+
+    def __iter__(self):
+        order = self._indices()
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        for start in range(0, stop, self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def __len__(self) -> int:
+        n = self.n
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+            n = len(range(rank, self.n, world))
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+class TensorDataModule(L.LightningDataModule):
+    """Subclasses set ``task``, ``num_classes``, ``input_shape``, ``classes``, ``normalization`` and
+    implement ``load() -> dict[str, Split]`` with keys "train", "val", "test"."""
+
+    task: str = "multiclass"
+    num_classes: int
+    input_shape: tuple[int, ...]
+    classes: list[str]
+    normalization: Normalization = Normalization()
+
+    def __init__(self, batch_size: int = 128, seed: int = 0, eval_batch_size: int = 1024) -> None:
+        super().__init__()
+        self.batch_size, self.seed, self.eval_batch_size = batch_size, seed, eval_batch_size
+        self.splits: dict[str, Split] | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is None:
+            self.splits = self.load()
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        data = self.splits[split]
+        size = self.batch_size if shuffle else self.eval_batch_size
+        sampler = ShuffledBatches(len(data.y), size, shuffle=shuffle, seed=self.seed)
+        return DataLoader(TensorBatches(data), sampler=sampler, batch_size=None, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def describe(self) -> dict:
+        self.setup()
+        return {
+            "task": self.task,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "sizes": {k: len(v.y) for k, v in self.splits.items()},
+        }

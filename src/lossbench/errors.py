@@ -1,0 +1,13 @@
+"""Errors a user can fix. The CLI prints their message as one line and exits non-zero."""
+
+
+class UserError(Exception):
+    """Bad input: the message names what was wrong and what is allowed."""
+
+
+class ConfigError(UserError):
+    """An invalid configuration value or combination."""
+
+
+class DataError(UserError):
+    """Missing, truncated or malformed data files."""

@@ -1,0 +1,63 @@
+"""What every loss shares: its declared heads/tasks/target form and the reductions."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from lossbench.heads import TASKS
+
+REDUCTIONS = ("mean", "sum", "none", "sum_classes")
+
+
+class Loss(nn.Module):
+    """Base class. ``forward(logits, target)`` takes the model's raw scores, before any activation.
+
+    Class attributes declare what the validity table needs:
+
+    * ``heads`` -- heads the loss is defined for; the first is its natural head;
+    * ``tasks`` -- "multiclass" and/or "multilabel";
+    * ``target_form`` -- "multihot" or "distribution" (see :mod:`lossbench.targets`);
+    * ``per_class`` -- True when the loss is a sum of independent per-class terms, so
+      ``reduction="none"`` gives ``(N, C)``; False when it is one value per sample ``(N,)``.
+
+    Reductions: ``mean`` (PyTorch's default: mean over every element), ``sum``, ``none`` and
+    ``sum_classes`` (TensorFlow's ``reduce_mean(reduce_sum(ce, axis=1))``: sum over classes, mean over
+    the batch; C times ``mean`` for a per-class loss, identical to ``mean`` for a per-sample loss).
+    """
+
+    name: ClassVar[str]
+    heads: ClassVar[tuple[str, ...]]
+    tasks: ClassVar[tuple[str, ...]] = TASKS
+    target_form: ClassVar[str] = "multihot"
+    per_class: ClassVar[bool] = True
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"loss.reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+        self.reduction = reduction
+
+    def reduce(self, values: torch.Tensor) -> torch.Tensor:
+        if self.reduction == "none":
+            return values
+        if self.reduction == "sum":
+            return values.sum()
+        if self.reduction == "sum_classes" and values.ndim == 2:
+            return values.sum(dim=1).mean()
+        return values.mean()
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+def check_head(loss_name: str, head: str, allowed: tuple[str, ...]) -> None:
+    if head not in allowed:
+        raise ValueError(f"loss {loss_name!r} is defined for heads {', '.join(allowed)}; got head {head!r}")
+
+
+def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
+    """Per-class probabilities of a sigmoid or softmax head (the loss-side twin of heads.py)."""
+    return torch.sigmoid(logits) if head == "sigmoid" else torch.softmax(logits, dim=1)

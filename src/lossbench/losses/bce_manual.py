@@ -1,0 +1,37 @@
+"""Hand-rolled binary cross-entropy on probabilities, the "explicit" form from seeds/000.
+
+    p = clip(h(x), eps, 1 - eps)          h = sigmoid or softmax (the head)
+    l(x, y) = -[ y * log p + (1 - y) * log(1 - p) ]
+
+The clip is Keras 3's ``binary_crossentropy`` on probabilities (``epsilon() = 1e-7``).
+``eps=0`` is the naive form the threads warn about (tensorflow/tensorflow#2462): in float32
+``sigmoid(x)`` rounds to exactly 1 for x > ~16.6, so ``log(1 - p) = -inf`` and training diverges.
+Heads: sigmoid (natural) or softmax (softmax + BCE, a pairing people try). Tasks: both.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lossbench.losses.base import Loss, check_head, probabilities
+
+KERAS_EPSILON = 1e-7
+
+
+class BCEManual(Loss):
+    name = "bce_manual"
+    heads = ("sigmoid", "softmax")
+
+    def __init__(self, reduction: str = "mean", head: str = "sigmoid", eps: float = KERAS_EPSILON) -> None:
+        super().__init__(reduction)
+        check_head(self.name, head, self.heads)
+        if not 0.0 <= eps < 0.5:
+            raise ValueError(f"loss.eps must be in [0, 0.5), got {eps}")
+        self.head, self.eps = head, eps
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        p = probabilities(logits, self.head)
+        if self.eps:
+            p = p.clamp(self.eps, 1.0 - self.eps)
+        values = -(target * torch.log(p) + (1.0 - target) * torch.log(1.0 - p))
+        return self.reduce(values)

@@ -1,0 +1,46 @@
+"""Models: an MLP and a small CNN. Both output raw scores, ``num_outputs`` of them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import prod
+
+from torch import nn
+
+MODELS = ("mlp", "cnn")
+
+
+def mlp(input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int] = (256, 256), dropout: float = 0.0):
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = prod(input_shape)
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    layers.append(nn.Linear(width, num_outputs))
+    return nn.Sequential(*layers)
+
+
+def cnn(input_shape: Sequence[int], num_outputs: int, channels: Sequence[int] = (32, 64), hidden: int = 128,
+        dropout: float = 0.0):
+    """Two 3x3 conv + max-pool blocks, then two fully connected layers (the classic MNIST net)."""
+    if len(input_shape) != 3:
+        raise ValueError(f"model 'cnn' needs image inputs (C, H, W); this dataset gives shape {tuple(input_shape)}")
+    c, h, w = input_shape
+    layers: list[nn.Module] = []
+    for out in channels:
+        layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        c, h, w = out, h // 2, w // 2
+    layers += [nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(hidden, num_outputs))
+    return nn.Sequential(*layers)
+
+
+def build_model(name: str, input_shape: Sequence[int], num_outputs: int, **params) -> nn.Module:
+    builders = {"mlp": mlp, "cnn": cnn}
+    if name not in builders:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    return builders[name](input_shape, num_outputs, **params)

@@ -1,0 +1,103 @@
+"""``summary.json``: the one file every run writes and every sweep/report reads.
+
+Fields: ``status`` ("completed", "diverged", "failed" or "skipped"), ``config`` (the resolved Hydra
+config), ``metrics`` (flat name -> number, final test metrics), ``epochs``, ``wall_time_s``,
+``run_dir``, ``versions`` and ``git_commit`` (traceability), ``divergence`` / ``error`` when relevant.
+Written atomically: a kill never leaves half a JSON file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+SUMMARY_FILE = "summary.json"
+STATUSES = ("completed", "diverged", "failed", "skipped")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=_jsonable)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value: Any):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN/inf: non-finite numbers are stored as null."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
+    if summary.get("status") not in STATUSES:
+        raise ValueError(f"summary status must be one of {STATUSES}, got {summary.get('status')!r}")
+    path = Path(run_dir) / SUMMARY_FILE
+    write_json_atomic(path, summary)
+    return path
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / SUMMARY_FILE
+    with open(path) as f:
+        return json.load(f)
+
+
+def find_summaries(roots: Iterable[Path]) -> list[Path]:
+    """Every ``summary.json`` under the given folders (or the files themselves), sorted."""
+    found: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if root.is_file() and root.name == SUMMARY_FILE:
+            found.add(root)
+        elif root.is_dir():
+            found.update(root.rglob(SUMMARY_FILE))
+    return sorted(found)
+
+
+def versions() -> dict[str, str]:
+    import lightning
+    import torch
+    import torchmetrics
+
+    from lossbench import __version__
+
+    return {"lossbench": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
+            "torchmetrics": torchmetrics.__version__}
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The commit of the lossbench checkout (with ``-dirty`` when it has uncommitted changes)."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")

@@ -1,0 +1,155 @@
+"""Entry point: ``python -m lossbench.train [hydra overrides]``.
+
+config -> validate -> build (data, module, trainer) -> fit -> test -> ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from lossbench.config import validate
+from lossbench.errors import ConfigError, UserError
+from lossbench.summary import finite_or_none, git_commit, versions, write_summary
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+TRAINER_KEYS_OWN = ("progress_bar", "checkpoint", "divergence_check_every")
+log = logging.getLogger("lossbench")
+
+
+def build_datamodule(cfg: DictConfig):
+    from lossbench.data import build_datamodule as build
+
+    params = OmegaConf.to_container(cfg.data, resolve=True)
+    name = params.pop("name")
+    try:
+        return build(name, seed=cfg.seed, **params)
+    except TypeError as err:  # an unknown data.* key
+        raise ConfigError(f"data={name}: {err}") from None
+
+
+def build_module(cfg: DictConfig, dm):
+    from lossbench.module import LossModule
+
+    def plain(node):
+        return OmegaConf.to_container(node, resolve=True)
+
+    try:
+        return LossModule(
+            task=dm.task, num_classes=dm.num_classes, input_shape=list(dm.input_shape),
+            model=plain(cfg.model), head=plain(cfg.head), loss=plain(cfg.loss), optimizer=plain(cfg.optimizer),
+            normalization=vars(dm.normalization),
+            divergence_check_every=cfg.trainer.get("divergence_check_every", 1),
+        )
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list, extra_callbacks: list | None = None):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+
+    params = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
+              if k not in TRAINER_KEYS_OWN and v is not None}
+    callbacks = list(extra_callbacks or [])
+    bar = cfg.trainer.get("progress_bar", "rich")
+    if bar == "rich":
+        callbacks.append(RichProgressBar(leave=True))
+    elif bar == "tqdm":
+        callbacks.append(TQDMProgressBar())
+    if cfg.trainer.get("checkpoint", True):
+        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+                                          every_n_epochs=1, save_on_train_epoch_end=True))
+    return L.Trainer(
+        default_root_dir=str(run_dir), logger=loggers, callbacks=callbacks,
+        enable_progress_bar=bar != "none", enable_checkpointing=bool(cfg.trainer.get("checkpoint", True)),
+        enable_model_summary=False, use_distributed_sampler=False, **params,
+    )
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    from lightning.pytorch.loggers import CSVLogger
+
+    return [CSVLogger(save_dir=str(run_dir), name="", version="")]
+
+
+def print_results(summary: dict[str, Any], run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{summary['config']['run_name']} -- {summary['status']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in summary["metrics"].items():
+        table.add_row(name, "nan" if value is None else f"{value:.4f}")
+    console.print(table)
+    console.print(f"run directory: {run_dir}")
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train and test one configuration; return its summary (also written to ``run_dir``)."""
+    import lightning as L
+
+    start = time.perf_counter()
+    dm = build_datamodule(cfg)
+    validate(cfg, dm.task)
+    dm.setup("fit")  # read the data now, so bad files fail before any training
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = build_module(cfg, dm)
+    trainer = build_trainer(cfg, run_dir, build_loggers(cfg, run_dir))
+    trainer.fit(module, datamodule=dm)
+    module.check_divergence()
+    metrics: dict[str, Any] = {}
+    if module.divergence is None:
+        results = trainer.test(module, datamodule=dm, verbose=False)
+        metrics = {k: finite_or_none(v) for k, v in results[0].items()}
+    summary = {
+        "status": "diverged" if module.divergence else "completed",
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "task": dm.task,
+        "metrics": metrics,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "wall_time_s": round(time.perf_counter() - start, 3),
+        "run_dir": str(run_dir),
+        "versions": versions(),
+        "git_commit": git_commit(),
+    }
+    if module.divergence:
+        summary["divergence"] = module.divergence
+    if trainer.is_global_zero:
+        write_summary(run_dir, summary)
+    return summary
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.get("print_config"):
+        print(OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        summary = train(cfg, run_dir)
+    except UserError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print_results(summary, run_dir)
+
+
+if __name__ == "__main__":
+    main()
