@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lossbench.config import validate
 from lossbench.errors import ConfigError, UserError
+from lossbench.loggers import build_loggers
 from lossbench.summary import finite_or_none, git_commit, versions, write_summary
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
@@ -74,12 +75,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list, extra_callbacks
         enable_progress_bar=bar != "none", enable_checkpointing=bool(cfg.trainer.get("checkpoint", True)),
         enable_model_summary=False, use_distributed_sampler=False, **params,
     )
-
-
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
-    from lightning.pytorch.loggers import CSVLogger
-
-    return [CSVLogger(save_dir=str(run_dir), name="", version="")]
 
 
 def print_results(summary: dict[str, Any], run_dir: Path) -> None:
