@@ -131,6 +131,18 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def failure_summary(cfg: DictConfig, run_dir: Path, status: str, error: BaseException) -> dict[str, Any]:
+    return {
+        "status": status,
+        "config": OmegaConf.to_container(cfg, resolve=False),
+        "metrics": {},
+        "error": f"{type(error).__name__}: {error}".splitlines()[0],
+        "run_dir": str(run_dir),
+        "versions": versions(),
+        "git_commit": git_commit(),
+    }
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -139,10 +151,19 @@ def main(cfg: DictConfig) -> None:
     try:
         summary = train(cfg, run_dir)
     except UserError as err:
+        if is_multirun():
+            # one bad combination in a sweep's product is skipped with its reason; the sweep goes on
+            write_summary(run_dir, failure_summary(cfg, run_dir, "skipped", err))
+            log.warning("skipped %s: %s", run_dir.name, err)
+            return
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Exception as err:
+        # a crash is recorded, then re-raised: Hydra finishes the other jobs of a sweep first
+        write_summary(run_dir, failure_summary(cfg, run_dir, "failed", err))
+        raise
     print_results(summary, run_dir)
 
 
