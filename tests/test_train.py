@@ -6,10 +6,11 @@ import json
 import math
 
 import pytest
-from conftest import TINY, TINY_SYNTHETIC, compose_config, run_cli
 
 from lossbench.config import validity_table
 from lossbench.train import train
+
+from conftest import TINY, TINY_SYNTHETIC, compose_config, run_cli
 
 SYNTHETIC_TASKS = {"multilabel": ["data=synthetic", *TINY_SYNTHETIC],
                    "multiclass": ["data=synthetic", "data.multilabel=false", *TINY_SYNTHETIC]}
