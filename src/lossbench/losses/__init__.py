@@ -7,14 +7,22 @@ registry key, the module name and the ``configs/loss/<name>.yaml`` file are the 
 from __future__ import annotations
 
 from lossbench.losses.abs_kl import AbsKL
+from lossbench.losses.asymmetric import Asymmetric
 from lossbench.losses.base import REDUCTIONS, Loss
 from lossbench.losses.bce_manual import BCEManual
 from lossbench.losses.bce_with_logits import BCEWithLogits
 from lossbench.losses.cross_entropy import CrossEntropy
+from lossbench.losses.focal import Focal
 from lossbench.losses.partition_softmax import PartitionSoftmax
+from lossbench.losses.poly import Poly
+from lossbench.losses.two_way import TwoWay
+from lossbench.losses.weighted_bce import WeightedBCE
+from lossbench.losses.zlpr import ZLPR
 
 LOSSES: dict[str, type[Loss]] = {
-    cls.name: cls for cls in (BCEWithLogits, CrossEntropy, BCEManual, AbsKL, PartitionSoftmax)
+    cls.name: cls
+    for cls in (BCEWithLogits, WeightedBCE, CrossEntropy, BCEManual, AbsKL, PartitionSoftmax,
+                Focal, Asymmetric, ZLPR, TwoWay, Poly)
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -61,3 +62,19 @@ def check_head(loss_name: str, head: str, allowed: tuple[str, ...]) -> None:
 def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
     """Per-class probabilities of a sigmoid or softmax head (the loss-side twin of heads.py)."""
     return torch.sigmoid(logits) if head == "sigmoid" else torch.softmax(logits, dim=1)
+
+
+def one_minus_pt(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``1 - p_t`` with ``p_t = y * sigma(x) + (1 - y) * (1 - sigma(x))``, computed as
+    ``y * sigma(-x) + (1 - y) * sigma(x)`` (the same value, without the cancellation in ``1 - p_t``)."""
+    return target * torch.sigmoid(-logits) + (1.0 - target) * torch.sigmoid(logits)
+
+
+def positive_weight(value: float | Sequence[float] | None, key: str) -> torch.Tensor | None:
+    """A number or one number per class, each > 0, as a float32 tensor (None stays None)."""
+    if value is None:
+        return None
+    weight = torch.as_tensor(value, dtype=torch.float32)
+    if weight.ndim > 1 or weight.numel() == 0 or not bool((weight > 0).all()):
+        raise ValueError(f"loss.{key} must be a number > 0 or a list of one number > 0 per class, got {value}")
+    return weight

@@ -5,8 +5,9 @@
 
 Source: PyTorch ``nn.BCEWithLogitsLoss``; TensorFlow ``tf.nn.sigmoid_cross_entropy_with_logits``
 (seeds/000, 002, 003, 004). Never forms ``sigma(x)`` explicitly, so it is finite for every finite
-logit. Optional ``pos_weight`` (a number or one per class) and ``label_smoothing`` (Keras style:
-``y <- y * (1 - s) + s / 2``). Head: sigmoid. Tasks: multi-label, and single-label on one-hot targets.
+logit. Optional ``pos_weight`` (a number > 0 or one per class; PyTorch's semantics: it multiplies the
+positive term) and ``label_smoothing`` (Keras ``binary_crossentropy`` style: ``y <- y * (1 - s) + s / 2``).
+Head: sigmoid. Tasks: multi-label, and single-label on one-hot targets.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from lossbench.losses.base import Loss
+from lossbench.losses.base import Loss, positive_weight
 
 
 class BCEWithLogits(Loss):
@@ -33,8 +34,7 @@ class BCEWithLogits(Loss):
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing
-        weight = None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32)
-        self.register_buffer("pos_weight", weight, persistent=False)
+        self.register_buffer("pos_weight", positive_weight(pos_weight, "pos_weight"), persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.label_smoothing:

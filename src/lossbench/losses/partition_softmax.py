@@ -43,9 +43,11 @@ class PartitionSoftmax(Loss):
         if variant not in VARIANTS:
             raise ValueError(f"loss.variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         if z_activation not in Z_ACTIVATIONS:
-            raise ValueError(f"z_activation must be one of {', '.join(Z_ACTIVATIONS)}, got {z_activation!r}")
-        if mse_weight < 0:
+            raise ValueError(f"loss.z_activation must be one of {', '.join(Z_ACTIVATIONS)}, got {z_activation!r}")
+        if not mse_weight >= 0:
             raise ValueError(f"loss.mse_weight must be >= 0, got {mse_weight}")
+        if not eps > 0.0:
+            raise ValueError(f"loss.eps must be > 0 for partition_softmax (log of a clipped value), got {eps}")
         self.variant, self.mse_weight, self.z_activation, self.eps = variant, mse_weight, z_activation, eps
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
