@@ -15,10 +15,29 @@ def _synthetic(**params):
 def _mnist(**params):
     from lossbench.data.mnist import MNISTDataModule
 
-    return MNISTDataModule(**params)
+    return MNISTDataModule(name="mnist", **params)
 
 
-BUILDERS = {"synthetic": _synthetic, "mnist": _mnist, "fashion_mnist": _mnist}
+def _fashion_mnist(**params):
+    from lossbench.data.mnist import MNISTDataModule
+
+    return MNISTDataModule(name="fashion_mnist", **params)
+
+
+def _mnist_multi(**params):
+    from lossbench.data.mnist_multi import MultiMNISTDataModule
+
+    return MultiMNISTDataModule(**params)
+
+
+def _coco(**params):
+    from lossbench.data.coco import CocoDataModule
+
+    return CocoDataModule(**params)
+
+
+BUILDERS = {"synthetic": _synthetic, "mnist": _mnist, "fashion_mnist": _fashion_mnist,
+            "mnist_multi": _mnist_multi, "coco": _coco}
 
 
 def available() -> list[str]:
@@ -28,8 +47,6 @@ def available() -> list[str]:
 def build_datamodule(name: str, **params) -> TensorDataModule:
     if name not in BUILDERS:
         raise ConfigError(f"data={name!r} is unknown; available: {', '.join(available())}")
-    if name in ("mnist", "fashion_mnist"):
-        params["name"] = name
     return BUILDERS[name](**params)
 
 
