@@ -1,13 +1,156 @@
-"""Loggers of a run. CSV is always written (``<run dir>/metrics.csv``)."""
+"""Loggers of a run. CSV is always written (``<run dir>/metrics.csv``); ``logger=wandb`` adds Weights & Biases.
+
+W&B mode (``logger.mode``): ``auto`` takes ``$WANDB_MODE`` when it is set, else ``online`` when an API key
+is configured (``$WANDB_API_KEY``, ``$WANDB_IDENTITY_TOKEN_FILE`` or a netrc entry for the W&B host, as
+``wandb login`` writes it), else ``offline``: the run is stored under ``<run dir>/wandb/`` and the
+``wandb sync`` command that uploads it is printed when the run ends.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+import netrc
+import os
+import warnings
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from lossbench.errors import ConfigError
+
+LOGGERS = ("csv", "wandb")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+# what W&B itself accepts in $WANDB_MODE, mapped to the mode lossbench passes on
+_WANDB_ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
+                    "disabled": "disabled"}
+log = logging.getLogger("lossbench")
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     from lightning.pytorch.loggers import CSVLogger
 
-    return [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    name = cfg.logger.name
+    if name not in LOGGERS:
+        raise ConfigError(f"logger={name!r} is unknown; available: {', '.join(LOGGERS)}")
+    # the run directory always holds Hydra's .hydra/ (and wandb/) already: the CSV logger's warning
+    # that the folder "is not empty" says nothing about this run
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+    loggers: list = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    if name == "wandb":
+        loggers.append(build_wandb_logger(cfg, run_dir))
+    return loggers
+
+
+def finish_loggers(loggers: list, summary: dict[str, Any]) -> None:
+    """Put the run's final summary into W&B and close the run (before the next sweep job starts)."""
+    for logger in loggers:
+        if hasattr(logger, "finish_run"):
+            logger.finish_run(summary)
+
+
+# --- Weights & Biases ---------------------------------------------------------------------------------
+
+def wandb_api_key_configured() -> bool:
+    """True when wandb would find credentials: environment, or a netrc entry for ``$WANDB_BASE_URL``'s host."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").netloc
+    path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])
+
+
+def resolve_wandb_mode(requested: str) -> str:
+    """``online`` / ``offline`` / ``disabled`` for ``logger.mode`` (see the module docstring for ``auto``)."""
+    if requested not in WANDB_MODES:
+        raise ConfigError(f"logger.mode={requested!r} is invalid; allowed: {', '.join(WANDB_MODES)}")
+    if requested != "auto":
+        return requested
+    env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env_mode:
+        if env_mode not in _WANDB_ENV_MODES:
+            raise ConfigError(f"WANDB_MODE={env_mode!r} is invalid; allowed: {', '.join(_WANDB_ENV_MODES)}")
+        return _WANDB_ENV_MODES[env_mode]
+    return "online" if wandb_api_key_configured() else "offline"
+
+
+def wandb_group(cfg: DictConfig) -> str | None:
+    """``logger.group``, else the experiment preset's name, else ``sweep-<time>`` of a multirun, else none."""
+    if cfg.logger.get("group"):
+        return str(cfg.logger.group)
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    experiment = hydra_cfg.runtime.choices.get("experiment")
+    if experiment:
+        return str(experiment)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return f"sweep-{Path(hydra_cfg.sweep.dir).name}"
+    return None
+
+
+def strategy_name(cfg: DictConfig) -> str:
+    """The W&B ``job_type``: what a strategy is, head + loss."""
+    return f"{cfg.head.name}+{cfg.loss.name}"
+
+
+def build_wandb_logger(cfg: DictConfig, run_dir: Path):
+    import wandb
+
+    if wandb.run is not None:  # a job that crashed before finishing its run must not leak into this one
+        log.warning("finishing W&B run %s left open by an earlier job", wandb.run.name)
+        wandb.run.finish(exit_code=1)
+    mode = resolve_wandb_mode(cfg.logger.get("mode", "auto"))
+    tags = [cfg.data.name, cfg.head.name, cfg.loss.name, *cfg.logger.get("tags", [])]
+    return _wandb_logger_class()(
+        name=cfg.run_name, save_dir=str(run_dir), project=cfg.logger.project, entity=cfg.logger.get("entity"),
+        group=wandb_group(cfg), job_type=strategy_name(cfg), tags=list(dict.fromkeys(tags)),
+        config=OmegaConf.to_container(cfg, resolve=True), mode=mode,
+        settings=wandb.Settings(quiet=True),  # no per-run history sparklines in a sweep's console
+    )
+
+
+@functools.cache
+def _wandb_logger_class():
+    """Lightning's ``WandbLogger`` that keeps the resolved config authoritative and closes its run."""
+    from lightning.pytorch.loggers import WandbLogger  # imported here: lightning takes seconds to import
+
+    class WandbRunLogger(WandbLogger):
+        def log_hyperparams(self, params) -> None:
+            # the module's hyper-parameters add what the config lacks (task, num_classes, ...), never override it
+            config = self.experiment.config
+            super().log_hyperparams({k: v for k, v in dict(params).items() if k not in config})
+
+        def finalize(self, status: str) -> None:
+            super().finalize(status)
+            if status == "failed" and self._experiment is not None:
+                self._experiment.summary["status"] = "failed"
+                self._experiment.finish(exit_code=1)
+                self._experiment = None
+
+        def finish_run(self, summary: dict[str, Any]) -> None:
+            run = self._experiment
+            if run is None:
+                return
+            final = {key: summary[key] for key in ("status", "task", "epochs", "global_step", "wall_time_s",
+                                                   "divergence") if key in summary}
+            run.summary.update({**final, **summary.get("metrics", {})})
+            if summary.get("status") != "completed":
+                run.tags = (*run.tags, summary["status"])
+            offline = run.settings.mode in ("offline", "dryrun")
+            sync_dir = run.settings.sync_dir
+            run.finish(exit_code=0)
+            self._experiment = None
+            if offline:
+                print(f"W&B run stored offline; upload it with:  wandb sync {sync_dir}")
+
+    return WandbRunLogger

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from lossbench.config import validate
 from lossbench.decisions import evaluate_decision_rules
 from lossbench.errors import ConfigError, UserError
-from lossbench.loggers import build_loggers
+from lossbench.loggers import build_loggers, finish_loggers
 from lossbench.summary import finite_or_none, git_commit, versions, write_summary
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
@@ -102,7 +102,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     dm.setup("fit")  # read the data now, so bad files fail before any training
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg, dm)
-    trainer = build_trainer(cfg, run_dir, build_loggers(cfg, run_dir))
+    loggers = build_loggers(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir, loggers)
     trainer.fit(module, datamodule=dm)
     module.check_divergence()
     metrics: dict[str, Any] = {}
@@ -126,6 +127,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         summary["divergence"] = module.divergence
     if trainer.is_global_zero:
         write_summary(run_dir, summary)
+    finish_loggers(loggers, summary)  # W&B: final summary, run closed before the next sweep job
     return summary
 
 
