@@ -29,7 +29,7 @@ def soft_max_over(values: torch.Tensor, keep: torch.Tensor, temperature: float, 
 
 
 def masked_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    return torch.where(keep, values, torch.zeros_like(values)).sum() / keep.sum().clamp_min(1)
+    return torch.where(keep, values, torch.zeros_like(values)).sum() / keep.sum().clamp_min(1).to(values.dtype)
 
 
 class TwoWay(Loss):
@@ -54,7 +54,7 @@ class TwoWay(Loss):
         has_pos_sample, has_pos_class = positive.any(dim=1), positive.any(dim=0)
         sample_terms = self.terms(logits, 1, positive)
         class_mean = masked_mean(self.terms(logits, 0, positive), has_pos_class)
-        share = len(logits) / has_pos_sample.sum().clamp_min(1)
+        share = len(logits) / has_pos_sample.sum().clamp_min(1).to(logits.dtype)  # int / int is float32
         values = torch.where(has_pos_sample, sample_terms * share, torch.zeros_like(sample_terms)) + class_mean
         return self.reduce(values)
 

@@ -1,0 +1,386 @@
+"""Every loss against an independent float64 reference written here from its published formula
+(numpy/scipy, never the implementation under test), on random and extreme inputs; float64 gradcheck
+where the loss is smooth; the documented equivalences; reductions; parameter errors; config files."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from scipy.special import expit, log_softmax, logsumexp, softmax
+
+from lossbench import losses
+from lossbench.errors import ConfigError
+from lossbench.targets import prepare
+
+from conftest import CONFIG_DIR, TINY, TINY_SYNTHETIC, compose_config
+
+KERAS_EPS = 1e-7
+RNG = np.random.default_rng(0)
+N, C = 7, 5
+
+
+# -- references: float64 numpy, straight from the formulas in each module's docstring --------------
+def log_sigmoid(x):
+    return -np.logaddexp(0.0, -x)
+
+
+def ref_bce(x, y, pos_weight=1.0, label_smoothing=0.0):
+    y = y * (1 - label_smoothing) + label_smoothing / 2
+    return -(pos_weight * y * log_sigmoid(x) + (1 - y) * log_sigmoid(-x))
+
+
+def ref_cross_entropy(x, t):
+    if t.ndim == 1:
+        return -log_softmax(x, axis=1)[np.arange(len(t)), t]
+    return -(t * log_softmax(x, axis=1)).sum(axis=1)
+
+
+def head_probabilities(x, head):
+    return expit(x) if head == "sigmoid" else softmax(x, axis=1)
+
+
+def ref_bce_manual(x, y, head="sigmoid", eps=KERAS_EPS):
+    p = head_probabilities(x, head)
+    if eps:
+        p = np.clip(p, eps, 1 - eps)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def ref_abs_kl(p, q, eps=KERAS_EPS):
+    p, q = np.maximum(p, eps), np.maximum(q, eps)
+    return np.abs((p - q) * np.log(p / q)).sum(axis=1)
+
+
+def ref_partition(raw, y, variant, mse_weight=1.0, z_activation="clip"):
+    x, z = raw[:, :-1], raw[:, -1]
+    count = np.maximum(0.01, z) if z_activation == "clip" else np.logaddexp(0.0, z)
+    q = softmax(x, axis=1)
+    if variant == "abs_kl_product":
+        return ref_abs_kl(y, count[:, None] * q)
+    n = y.sum(axis=1)
+    out = mse_weight * (count - n) ** 2
+    for i in range(len(y)):
+        if n[i] > 0:
+            t = y[i] / n[i]
+            on = t > 0
+            out[i] += (t[on] * np.log(t[on] / q[i, on])).sum()
+    return out
+
+
+def ref_focal(x, y, gamma=2.0, alpha=0.25):
+    log_pt = np.where(y == 1, log_sigmoid(x), log_sigmoid(-x))
+    weight = 1.0 if alpha is None else np.where(y == 1, alpha, 1 - alpha)
+    return -weight * (1 - np.exp(log_pt)) ** gamma * log_pt
+
+
+def ref_asymmetric(x, y, gamma_neg=4.0, gamma_pos=1.0, clip=0.05):
+    p = expit(x)
+    p_m = np.maximum(p - clip, 0.0)
+    positive = -((1 - p) ** gamma_pos) * log_sigmoid(x)
+    negative = -(p_m**gamma_neg) * (np.log(1 - p_m) if clip else log_sigmoid(-x))
+    return np.where(y == 1, positive, negative)
+
+
+def ref_zlpr(s, y):
+    out = np.empty(len(s))
+    for i in range(len(s)):
+        neg, pos = s[i][y[i] == 0], s[i][y[i] == 1]
+        out[i] = logsumexp(np.r_[0.0, neg]) + logsumexp(np.r_[0.0, -pos])
+    return out
+
+
+def ref_two_way(x, y, tp=4.0, tn=1.0):
+    def term(scores, labels):
+        pos, neg = scores[labels == 1], scores[labels == 0]
+        hard_neg = tn * logsumexp(neg / tn) if len(neg) else -np.inf
+        return np.logaddexp(0.0, hard_neg + tp * logsumexp(-pos / tp))
+
+    samples = [term(x[i], y[i]) for i in range(len(x)) if y[i].any()]
+    classes = [term(x[:, c], y[:, c]) for c in range(x.shape[1]) if y[:, c].any()]
+    return (np.mean(samples) if samples else 0.0) + (np.mean(classes) if classes else 0.0)
+
+
+def ref_poly(x, y, epsilon=1.0):
+    p = expit(x)
+    return ref_bce(x, y) + epsilon * (1 - (y * p + (1 - y) * (1 - p)))
+
+
+# -- inputs -----------------------------------------------------------------------------------------
+def multihot(n=N, c=C):
+    y = (RNG.random((n, c)) < 0.4).astype(np.float64)
+    y[0], y[1] = 0.0, 1.0  # a row without labels and a row with every label
+    return y
+
+
+RANDOM_LOGITS = RNG.normal(0, 3, (N, C))
+EXTREME_LOGITS = np.array([[-100.0, -40.0, -17.0, 17.0, 100.0],
+                           [100.0, 40.0, 17.0, -17.0, -100.0],
+                           [1e-4, -1e-4, 30.0, -30.0, 0.0],
+                           [88.0, -88.0, 60.0, -60.0, 5.0]])
+EXTREME_TARGETS = np.array([[1, 0, 1, 0, 1], [1, 0, 1, 0, 1], [1, 1, 0, 0, 1], [0, 1, 1, 0, 0]], dtype=np.float64)
+
+
+def run(loss, x, y, dtype=torch.float64):
+    loss.reduction = "none"
+    return loss(torch.tensor(x, dtype=dtype), torch.tensor(y, dtype=dtype)).double().detach().numpy()
+
+
+# (registry name, constructor params, reference(x, y)) for the per-element / per-sample losses
+CASES = {
+    "bce_with_logits": ({}, ref_bce),
+    "bce_with_logits-pos_weight-smoothing": (
+        {"pos_weight": [0.5, 1.0, 2.0, 3.0, 4.0], "label_smoothing": 0.1},
+        lambda x, y: ref_bce(x, y, np.array([0.5, 1.0, 2.0, 3.0, 4.0]), 0.1)),
+    "weighted_bce": ({"pos_weight": 3.0}, lambda x, y: ref_bce(x, y, 3.0)),
+    "focal": ({}, ref_focal),
+    "focal-gamma0.5-no-alpha": ({"gamma": 0.5, "alpha": None}, lambda x, y: ref_focal(x, y, 0.5, None)),
+    "asymmetric": ({}, ref_asymmetric),
+    "asymmetric-no-clip": ({"clip": 0.0, "gamma_neg": 2.0, "gamma_pos": 0.0},
+                           lambda x, y: ref_asymmetric(x, y, 2.0, 0.0, 0.0)),
+    "poly": ({}, ref_poly),
+    "poly-negative": ({"epsilon": -1.0}, lambda x, y: ref_poly(x, y, -1.0)),
+    "zlpr": ({}, ref_zlpr),
+    "bce_manual": ({}, ref_bce_manual),
+    "bce_manual-softmax": ({"head": "softmax"}, lambda x, y: ref_bce_manual(x, y, "softmax")),
+    "bce_manual-naive": ({"eps": 0.0}, lambda x, y: ref_bce_manual(x, y, eps=0.0)),
+    "abs_kl": ({}, lambda x, y: ref_abs_kl(y, expit(x))),
+    "abs_kl-softmax": ({"head": "softmax"}, lambda x, y: ref_abs_kl(y, softmax(x, axis=1))),
+}
+STABLE = ["bce_with_logits", "bce_with_logits-pos_weight-smoothing", "weighted_bce", "focal",
+          "focal-gamma0.5-no-alpha", "asymmetric", "asymmetric-no-clip", "poly", "poly-negative", "zlpr"]
+
+
+def build(case):
+    params, reference = CASES[case]
+    return losses.get_loss(case.split("-")[0], **params), reference
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("inputs", ["random", "extreme"])
+def test_loss_matches_float64_reference(case, inputs):
+    loss, reference = build(case)
+    x, y = (RANDOM_LOGITS, multihot()) if inputs == "random" else (EXTREME_LOGITS, EXTREME_TARGETS)
+    np.testing.assert_allclose(run(loss, x, y), reference(x, y), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", STABLE)
+def test_fused_losses_stay_accurate_in_float32_at_extreme_logits(case):
+    loss, reference = build(case)
+    got = run(loss, EXTREME_LOGITS, EXTREME_TARGETS, torch.float32)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, reference(EXTREME_LOGITS, EXTREME_TARGETS), rtol=1e-5, atol=1e-6)
+
+
+def test_naive_bce_breaks_where_the_fused_form_does_not():
+    x, y = np.array([[20.0, -20.0]]), np.array([[0.0, 1.0]])  # confidently wrong on both classes
+    naive = run(losses.get_loss("bce_manual", eps=0.0), x, y, torch.float32)
+    assert np.isinf(naive[0, 0])  # float32 sigma(20) == 1, log(1 - 1) = -inf
+    clipped = run(losses.get_loss("bce_manual"), x, y, torch.float32)
+    assert np.isfinite(clipped).all() and clipped[0, 0] == pytest.approx(-np.log(1.1920929e-07), rel=1e-6)
+    fused = run(losses.get_loss("bce_with_logits"), x, y, torch.float32)
+    np.testing.assert_allclose(fused, [[20.0, 20.0]], rtol=1e-6)
+
+
+def test_cross_entropy_index_and_soft_targets():
+    y = multihot()
+    loss = losses.get_loss("cross_entropy")
+    soft = prepare(torch.tensor(y), "distribution", C).numpy()
+    for x in (RANDOM_LOGITS, EXTREME_LOGITS[:, :C]):
+        t = soft[: len(x)]
+        np.testing.assert_allclose(run(loss, x, t), ref_cross_entropy(x, t), rtol=1e-10, atol=1e-12)
+        idx = RNG.integers(0, C, len(x))
+        got = loss(torch.tensor(x), torch.tensor(idx)).numpy()
+        np.testing.assert_allclose(got, ref_cross_entropy(x, idx), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["kl_mse", "abs_kl_product"])
+@pytest.mark.parametrize("z_activation", ["clip", "softplus"])
+def test_partition_softmax_matches_reference(variant, z_activation):
+    raw = np.concatenate([RANDOM_LOGITS, RNG.uniform(-1, 4, (N, 1))], axis=1)
+    y = multihot()
+    loss = losses.get_loss("partition_softmax", variant=variant, mse_weight=0.5, z_activation=z_activation)
+    expected = ref_partition(raw, y, variant, 0.5, z_activation)
+    np.testing.assert_allclose(run(loss, raw, y), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("inputs", ["random", "extreme", "single-row"])
+def test_two_way_matches_reference(inputs):
+    x, y = {"random": (RANDOM_LOGITS, multihot()), "extreme": (EXTREME_LOGITS, EXTREME_TARGETS),
+            "single-row": (RANDOM_LOGITS[:1], np.array([[0.0, 1.0, 0.0, 0.0, 1.0]]))}[inputs]
+    loss = losses.get_loss("two_way", temperature_pos=3.0, temperature_neg=0.5)
+    per_sample = run(loss, x, y)
+    assert per_sample.shape == (len(x),)
+    assert per_sample.mean() == pytest.approx(ref_two_way(x, y, 3.0, 0.5), rel=1e-10)
+    loss.reduction = "mean"
+    assert loss(torch.tensor(x), torch.tensor(y)).item() == pytest.approx(ref_two_way(x, y, 3.0, 0.5), rel=1e-10)
+
+
+def test_two_way_with_no_positive_in_the_batch_is_zero_not_nan():
+    loss = losses.get_loss("two_way")
+    assert loss(torch.randn(3, 4), torch.zeros(3, 4)).item() == 0.0
+
+
+# -- gradients --------------------------------------------------------------------------------------
+GRAD_CASES = [
+    ("bce_with_logits", {"pos_weight": [1.0, 2.0, 0.5, 1.0, 3.0], "label_smoothing": 0.1}),
+    ("weighted_bce", {"pos_weight": 2.5}),
+    ("bce_manual", {}), ("bce_manual", {"head": "softmax"}),
+    ("abs_kl", {}), ("abs_kl", {"head": "softmax"}),
+    ("focal", {}), ("asymmetric", {}), ("asymmetric", {"clip": 0.0}),
+    ("zlpr", {}), ("two_way", {}), ("poly", {}), ("cross_entropy", {}),
+    ("partition_softmax", {"variant": "kl_mse"}), ("partition_softmax", {"variant": "abs_kl_product"}),
+]
+
+
+@pytest.mark.parametrize(("name", "params"), GRAD_CASES, ids=[f"{n}-{p}" for n, p in GRAD_CASES])
+def test_gradcheck_float64(name, params):
+    loss = losses.get_loss(name, reduction="sum", **params)
+    y = torch.tensor(multihot())
+    target = prepare(y, loss.target_form, C).double()  # prepare() gives float32 targets
+    x = torch.tensor(RANDOM_LOGITS / 2)
+    if name == "partition_softmax":  # keep Z = max(0.01, z) away from its kink
+        x = torch.cat([x, torch.rand(N, 1, dtype=torch.float64) * 2 + 0.5], dim=1)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda logits: loss(logits, target), (x,), fast_mode=True)
+
+
+def test_gradcheck_cross_entropy_with_class_indices():
+    loss = losses.get_loss("cross_entropy", label_smoothing=0.1)
+    x = torch.tensor(RANDOM_LOGITS, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda logits: loss(logits, torch.tensor([0, 1, 2, 3, 4, 0, 1])), (x,), fast_mode=True)
+
+
+# -- equivalences -----------------------------------------------------------------------------------
+def _both(a, b, x, y):
+    return a(x, y), b(x, y)
+
+
+MODERATE = torch.tensor(RNG.uniform(-8, 8, (64, C)), dtype=torch.float32)
+MODERATE_Y = torch.tensor(multihot(64), dtype=torch.float32)
+
+
+@pytest.mark.parametrize(("name", "params"), [
+    ("bce_manual", {}),                               # clip inactive for |x| <= 8 in float32
+    ("weighted_bce", {"pos_weight": 1.0}),
+    ("focal", {"gamma": 0.0, "alpha": None}),
+    ("poly", {"epsilon": 0.0}),
+])
+def test_reduces_to_bce_with_logits(name, params):
+    reference = losses.get_loss("bce_with_logits", reduction="none")
+    got, expected = _both(losses.get_loss(name, reduction="none", **params), reference, MODERATE, MODERATE_Y)
+    torch.testing.assert_close(got, expected, rtol=2e-5, atol=2e-6)
+
+
+def test_weighted_bce_is_bce_with_logits_pos_weight():
+    w = [0.5, 1.0, 2.0, 3.0, 9.0]
+    got, expected = _both(losses.get_loss("weighted_bce", pos_weight=w),
+                          losses.get_loss("bce_with_logits", pos_weight=w), MODERATE, MODERATE_Y)
+    torch.testing.assert_close(got, expected)
+
+
+def test_cross_entropy_one_hot_soft_targets_equal_index_targets():
+    idx = torch.tensor(RNG.integers(0, C, 64))
+    loss = losses.get_loss("cross_entropy", reduction="none")
+    torch.testing.assert_close(loss(MODERATE, torch.nn.functional.one_hot(idx, C).float()), loss(MODERATE, idx))
+
+
+def test_zlpr_with_one_positive_is_cross_entropy_against_an_extra_zero_logit_plus_the_negatives():
+    # exp(zlpr) = (1 + A)(1 + e^{-s_t}) and exp(CE over [s, 0]) = 1 + e^{-s_t} + A e^{-s_t}, A = sum_neg e^{s}:
+    # so exp(zlpr) = exp(CE) + A exactly.
+    x, idx = MODERATE.double(), torch.tensor(RNG.integers(0, C, 64))
+    one_hot = torch.nn.functional.one_hot(idx, C).double()
+    ce = losses.get_loss("cross_entropy", reduction="none")(torch.cat([x, torch.zeros(64, 1, dtype=x.dtype)], 1), idx)
+    zlpr = losses.get_loss("zlpr", reduction="none")(x, one_hot)
+    torch.testing.assert_close(zlpr.exp(), ce.exp() + (x.exp() * (1 - one_hot)).sum(1))
+
+
+@pytest.mark.parametrize("name", losses.available())
+def test_reductions(name):
+    cls = losses.loss_class(name)
+    raw = torch.cat([MODERATE, torch.rand(64, 1) * 3], dim=1) if cls.heads == ("partition",) else MODERATE
+    target = prepare(MODERATE_Y, cls.target_form, C)
+    values = {r: losses.get_loss(name, reduction=r)(raw, target) for r in losses.REDUCTIONS}
+    torch.testing.assert_close(values["sum"], values["none"].sum())
+    torch.testing.assert_close(values["mean"], values["none"].mean())
+    factor = C if cls.per_class else 1
+    assert values["none"].shape == ((64, C) if cls.per_class else (64,))
+    torch.testing.assert_close(values["sum_classes"], factor * values["mean"])
+
+
+# -- parameters, config files, the harness ----------------------------------------------------------
+@pytest.mark.parametrize(("name", "params", "message"), [
+    ("bce_with_logits", {"pos_weight": -1.0}, "loss.pos_weight must be a number > 0"),
+    ("bce_with_logits", {"label_smoothing": 1.0}, "loss.label_smoothing must be in"),
+    ("weighted_bce", {"pos_weight": [1.0, 0.0]}, "loss.pos_weight must be a number > 0"),
+    ("weighted_bce", {"pos_weight": None}, "loss.pos_weight must be a number > 0"),
+    ("cross_entropy", {"label_smoothing": -0.1}, "loss.label_smoothing must be in"),
+    ("bce_manual", {"eps": 0.5}, r"loss.eps must be in \[0, 0.5\)"),
+    ("bce_manual", {"head": "partition"}, "defined for heads sigmoid, softmax"),
+    ("abs_kl", {"eps": 0.0}, "loss.eps must be > 0"),
+    ("partition_softmax", {"variant": "kl"}, "loss.variant must be one of kl_mse, abs_kl_product"),
+    ("partition_softmax", {"z_activation": "relu"}, "loss.z_activation must be one of clip, softplus"),
+    ("partition_softmax", {"mse_weight": -1.0}, "loss.mse_weight must be >= 0"),
+    ("focal", {"gamma": -1.0}, "loss.gamma must be >= 0"),
+    ("focal", {"alpha": 1.5}, r"loss.alpha must be in \[0, 1\] or null"),
+    ("asymmetric", {"gamma_neg": -2.0}, "loss.gamma_neg must be >= 0"),
+    ("asymmetric", {"clip": 1.0}, r"loss.clip must be in \[0, 1\)"),
+    ("two_way", {"temperature_pos": 0.0}, "loss.temperature_pos must be > 0"),
+    ("poly", {"epsilon": -2.0}, "loss.epsilon must be >= -1"),
+    ("zlpr", {"reduction": "avg"}, "loss.reduction must be one of mean, sum, none, sum_classes"),
+])
+def test_bad_parameters_give_one_line_errors(name, params, message):
+    with pytest.raises(ValueError, match=message) as err:
+        losses.get_loss(name, **params)
+    assert "\n" not in str(err.value)
+
+
+LOSS_CONFIGS = sorted(Path(CONFIG_DIR, "loss").glob("*.yaml"))
+
+
+def test_every_loss_has_a_config_file_and_a_documented_module():
+    assert sorted(p.stem for p in LOSS_CONFIGS) == losses.available()
+    for name in losses.available():
+        doc = inspect.getmodule(losses.loss_class(name)).__doc__
+        assert doc and "Head" in doc and "Tasks" in doc, name
+
+
+@pytest.mark.parametrize("path", LOSS_CONFIGS, ids=[p.stem for p in LOSS_CONFIGS])
+def test_config_file_matches_constructor_and_natural_head(path):
+    raw = OmegaConf.load(path)
+    cls = losses.loss_class(raw.name)
+    assert raw.name == path.stem
+    assert list(raw.defaults) == [{"/head@_global_.head": cls.heads[0]}]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    params = {k: v for k, v in OmegaConf.to_container(raw).items() if k not in ("defaults", "name")}
+    assert set(params) <= accepted, set(params) - accepted
+    cfg = compose_config([f"loss={path.stem}"])
+    assert cfg.head.name == cls.heads[0]
+    loss = losses.get_loss(path.stem, head=cfg.head.name, **params)
+    assert loss.reduction == "mean"
+
+
+def test_bad_loss_parameter_stops_the_run_with_a_config_error(tmp_path):
+    from lossbench.train import train
+
+    cfg = compose_config(["loss=focal", "loss.gamma=-1", *TINY_SYNTHETIC, *TINY])
+    with pytest.raises(ConfigError, match=r"^loss.gamma must be >= 0, got -1$"):
+        train(cfg, tmp_path)
+
+
+@pytest.mark.slow
+def test_non_finite_loss_marks_the_run_diverged_and_the_fused_form_completes(tmp_path):
+    from lossbench.train import train
+
+    # a huge step drives logits far past 17: sigma rounds to 1 in float32 and naive BCE is inf
+    blowup = ["optimizer=sgd", "optimizer.lr=1000.0", "trainer.limit_train_batches=8", *TINY_SYNTHETIC, *TINY]
+    naive = train(compose_config(["loss=bce_manual", "loss.eps=0.0", *blowup]), tmp_path / "naive")
+    assert naive["status"] == "diverged" and naive["metrics"] == {}
+    assert naive["divergence"]["step"] >= 0 and not np.isfinite(naive["divergence"]["loss"])
+    fused = train(compose_config(["loss=bce_with_logits", *blowup]), tmp_path / "fused")
+    assert fused["status"] == "completed" and fused["metrics"]
