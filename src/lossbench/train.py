@@ -92,10 +92,20 @@ def print_results(summary: dict[str, Any], run_dir: Path) -> None:
     console.print(f"run directory: {run_dir}")
 
 
+def drop_nvml_cuda_check() -> None:
+    """``import lightning`` sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (CUDA checks that do not poison forks); with
+    no GPU every optimizer step then spends ~47 us in ``torch.cuda.is_available()``. No GPU: nothing to protect."""
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train and test one configuration; return its summary (also written to ``run_dir``)."""
     import lightning as L
 
+    drop_nvml_cuda_check()
     start = time.perf_counter()
     dm = build_datamodule(cfg)
     validate(cfg, dm.task)
@@ -153,6 +163,12 @@ def main(cfg: DictConfig) -> None:
     if cfg.get("print_config"):
         print(OmegaConf.to_yaml(cfg, resolve=True))
     try:
+        if cfg.get("seeds") is not None or cfg.get("losses") is not None:
+            from lossbench.vectorised import train_members  # several members in one pass
+
+            for summary in train_members(cfg, run_dir):
+                print_results(summary, Path(summary["run_dir"]))
+            return
         summary = train(cfg, run_dir)
     except UserError as err:
         if is_multirun():
