@@ -12,7 +12,7 @@ import pytest
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
-from lossbench.report import build_report, main, read_curves, write_report
+from lossbench.report import build_report, main, offline_wandb_dirs, read_curves, sync_command, write_report
 from lossbench.summary import write_summary
 
 from conftest import compose_config
@@ -154,3 +154,15 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'missing'} does not exist")
     assert main([str(tmp_path), str(tmp_path)]) == 2
     assert capsys.readouterr().err == "error: 2 directories given: pass --out DIR for the report\n"
+
+
+def test_sync_command_covers_the_offline_runs_not_yet_uploaded(tmp_path):
+    for job in ("0_a", "1_b", "2_c"):
+        run = tmp_path / job / "wandb" / "offline-run-20261122_100000-abc" / "run-abc.wandb"
+        run.parent.mkdir(parents=True)
+        run.write_bytes(b":W&B")
+    (tmp_path / "2_c/wandb/offline-run-20261122_100000-abc/run-abc.wandb.synced").touch()  # uploaded already
+    dirs = offline_wandb_dirs([tmp_path])
+    assert dirs == [tmp_path / "0_a" / "wandb", tmp_path / "1_b" / "wandb"]
+    assert sync_command([tmp_path], dirs) == f"wandb sync {tmp_path}/*/wandb"
+    assert sync_command([tmp_path / "0_a"], dirs[:1]) == f"wandb sync {tmp_path}/0_a/wandb"

@@ -23,6 +23,7 @@ import io
 import json
 import math
 import os
+import shlex
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -457,6 +458,18 @@ def offline_wandb_dirs(roots: Sequence[Path]) -> list[Path]:
     return sorted(dirs)
 
 
+def sync_command(roots: Sequence[Path], wandb_dirs: Sequence[Path]) -> str:
+    """``wandb sync`` for the offline runs: ``<root>/*/wandb`` for a sweep's jobs, else each folder."""
+    paths = []
+    for root in map(Path, roots):
+        under = [d for d in wandb_dirs if d.is_relative_to(root)]
+        if len(under) > 1 and all(d.parent.parent == root for d in under):
+            paths.append(f"{shlex.quote(str(root))}/*/wandb")
+        else:
+            paths += [shlex.quote(str(d)) for d in under]
+    return "wandb sync " + " ".join(dict.fromkeys(paths))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lossbench.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories (searched for summary.json)")
@@ -474,8 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"report written to {written[0].parent}: {', '.join(p.name for p in written)}")
     if wandb_dirs := offline_wandb_dirs(args.dirs):
-        print(f"W&B offline runs in {len(wandb_dirs)} folder(s); upload them with:  wandb sync "
-              + " ".join(map(str, wandb_dirs)))
+        print(f"W&B offline runs in {len(wandb_dirs)} folder(s); upload them with:  "
+              + sync_command(args.dirs, wandb_dirs))
     return 0
 
 
