@@ -239,7 +239,7 @@ class CocoDataModule(TensorDataModule):
             self.tags[split] = CocoTags(self.paths[f"{split}_images"], self.paths[f"{split}_annotations"],
                                         keep_empty=self.keep_empty)
         train, test = self.tags["train"], self.tags["test"]
-        if list(zip(train.category_ids, train.classes)) != list(zip(test.category_ids, test.classes)):
+        if (train.category_ids, train.classes) != (test.category_ids, test.classes):
             raise DataError(f"{test.annotation_file}: its categories differ from those of {train.annotation_file}; "
                             "both files must list the same category ids and names")
         self.classes = train.classes
