@@ -33,3 +33,10 @@ format: $(STAMP)
 
 clean:
 	rm -rf runs outputs multirun .pytest_cache
+
+# the newest sweep unless SWEEP=<dir> is given (several: SWEEP="a b" ARGS="--out DIR")
+SWEEP ?= $(lastword $(sort $(wildcard runs/multirun/*)))
+.PHONY: report
+report: $(STAMP)  ## mean ± std table and plots of a sweep (lossbench/report.py)
+	@test -n "$(SWEEP)" || { echo "error: no runs/multirun/<time> yet; run a sweep first or pass SWEEP=DIR" >&2; exit 2; }
+	$(PY) -m lossbench.report $(SWEEP) $(ARGS)
