@@ -40,3 +40,7 @@ SWEEP ?= $(lastword $(sort $(wildcard runs/multirun/*)))
 report: $(STAMP)  ## mean ± std table and plots of a sweep (lossbench/report.py)
 	@test -n "$(SWEEP)" || { echo "error: no runs/multirun/<time> yet; run a sweep first or pass SWEEP=DIR" >&2; exit 2; }
 	$(PY) -m lossbench.report $(SWEEP) $(ARGS)
+
+.PHONY: stability
+stability: $(STAMP)  ## where each loss and its gradient turn inf/NaN in float32/16/bf16 -> reports/stability/
+	$(PY) scripts/stability.py $(ARGS)
