@@ -4,8 +4,9 @@
 
 ``P`` is the multi-hot target (a pseudo-distribution: it sums to the label count), ``Q`` the head's
 probabilities (sigmoid or softmax). The clip reproduces the thread's Keras code exactly
-(``K.clip(y, K.epsilon(), None)``, eps = 1e-7). Symmetric in P and Q. One value per sample (the sum
-over classes, as ``K.sum(..., axis=-1)``).
+(``K.clip(y, K.epsilon(), None)``, eps = 1e-7). ``log(P / Q)`` is computed as ``log P - log Q`` (equal;
+the ratio itself overflows float16 once P / Q > 65504). Symmetric in P and Q. One value per sample (the
+sum over classes, as ``K.sum(..., axis=-1)``).
 Heads: sigmoid (natural) or softmax. Tasks: both.
 """
 

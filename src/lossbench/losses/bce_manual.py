@@ -3,9 +3,12 @@
     p = clip(h(x), eps, 1 - eps)          h = sigmoid or softmax (the head)
     l(x, y) = -[ y * log p + (1 - y) * log(1 - p) ]
 
-The clip is Keras 3's ``binary_crossentropy`` on probabilities (``epsilon() = 1e-7``).
-``eps=0`` is the naive form the threads warn about (tensorflow/tensorflow#2462): in float32
-``sigmoid(x)`` rounds to exactly 1 for x > ~16.6, so ``log(1 - p) = -inf`` and training diverges.
+The clip is Keras 3's ``binary_crossentropy`` on probabilities (``epsilon() = 1e-7``; Keras' graph-mode
+shortcut that recovers the logits of a ``Sigmoid`` op is not reproduced). ``eps=0`` is the naive form
+the threads warn about (tensorflow/tensorflow#2462): in float32 ``sigmoid(x)`` is exactly 1 from
+x = 16.64 and exactly 0 from x = -88.73 (reports/stability), so ``log(1 - p) = -inf`` for a wrong
+target and ``0 * log 0 = NaN`` for a right one. The clip keeps float32 finite but not float16 or
+bfloat16, where ``1 - 1e-7`` rounds to 1.
 Heads: sigmoid (natural) or softmax (softmax + BCE, a pairing people try). Tasks: both.
 """
 
