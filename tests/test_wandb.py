@@ -13,7 +13,7 @@ import pytest
 from lossbench.errors import ConfigError
 from lossbench.loggers import resolve_wandb_mode, wandb_api_key_configured
 
-from conftest import TINY, TINY_SYNTHETIC, run_cli
+from conftest import TINY, TINY_SYNTHETIC, compose_config, run_cli
 
 FAKE_KEY = "lbfake" + "0123456789abcdef" * 2 + "xx"  # 40 characters, never valid anywhere
 BLOCK = 32 * 1024  # LevelDB log block size
@@ -158,3 +158,27 @@ def test_sweep_logs_one_finished_offline_run_per_job(tmp_path):
         for path in job.rglob("*"):  # the API key is never written anywhere
             assert not path.is_file() or FAKE_KEY.encode() not in path.read_bytes(), path
     assert len(run_ids) == 2
+
+
+@pytest.mark.slow
+def test_a_crashing_run_is_finished_as_failed_and_leaks_into_nothing(tmp_path, monkeypatch):
+    import wandb
+
+    from lossbench.module import LossModule
+    from lossbench.train import train
+
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+    def fail(self, batch, batch_idx):  # a fault injected into a real run, after its W&B run has started
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(LossModule, "training_step", fail)
+    cfg = compose_config(["logger=wandb", "logger.group=crash", *TINY_SYNTHETIC, *TINY])
+    with pytest.raises(RuntimeError, match="injected failure"):
+        train(cfg, tmp_path)
+    assert wandb.run is None  # nothing left open for the next job
+    [run_file] = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    run = read_wandb_run(run_file)
+    assert (run["group"], run["exit_code"], run["summary"]["status"]) == ("crash", 1, "failed")
