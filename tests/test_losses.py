@@ -384,3 +384,25 @@ def test_non_finite_loss_marks_the_run_diverged_and_the_fused_form_completes(tmp
     assert naive["divergence"]["step"] >= 0 and not np.isfinite(naive["divergence"]["loss"])
     fused = train(compose_config(["loss=bce_with_logits", *blowup]), tmp_path / "fused")
     assert fused["status"] == "completed" and fused["metrics"]
+
+
+@pytest.mark.slow
+def test_stability_script_finds_where_naive_bce_breaks(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("stability", Path(CONFIG_DIR).parent / "scripts" / "stability.py")
+    stability = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "stability", stability)  # dataclasses look their module up
+    spec.loader.exec_module(stability)
+    rows, status, xs = stability.study(step=0.25, device="cpu")
+    found = {(r.loss, r.dtype, r.target): r for r in rows}
+    naive = found["bce_manual[sigmoid, eps=0.0]", "float32", 0]
+    assert 16.5 <= naive.loss_first_nonfinite_pos <= 16.75 and naive.loss_nonfinite_kind  # sigmoid(x) == 1
+    fused = [r for r in rows if r.loss == "bce_with_logits[sigmoid]"]
+    assert len(fused) == 8 and not any(r.loss_nonfinite_share or r.grad_nonfinite_share for r in fused)
+    assert all(r.max_loss_error < 1e-6 for r in fused if r.dtype == "float32")
+    stability.write_markdown(rows, tmp_path / "stability.md", 0.25, "cpu")
+    stability.plot(status, xs, tmp_path / "stability.png")
+    assert "| bce_with_logits[sigmoid] | finite | finite | finite | finite |" in (tmp_path / "stability.md").read_text()
+    assert (tmp_path / "stability.png").stat().st_size > 10_000
