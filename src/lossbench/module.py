@@ -78,7 +78,10 @@ class LossModule(L.LightningModule):
         return self.net(self.normalize(x))
 
     def compute_loss(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.criterion(raw, prepare(y, self.criterion.target_form, self.num_classes))
+        target = prepare(y, self.criterion.target_form, self.num_classes)
+        if target.is_floating_point():
+            target = target.to(raw.dtype)  # e.g. float64 runs: keep the loss in one precision
+        return self.criterion(raw, target)
 
     # -- steps -----------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
