@@ -11,8 +11,9 @@ import torch
 from lossbench.data import build_datamodule
 from lossbench.data.mnist import FILES, SPLIT_SEED, carve_validation, check_idx, prepare_raw
 from lossbench.errors import ConfigError, DataError
+from lossbench.train import train
 
-from conftest import SHARED_DATA, TINY, run_cli
+from conftest import SHARED_DATA, TINY, compose_config, run_cli
 
 
 def idx_bytes(array: torch.Tensor, magic: int | None = None) -> bytes:
@@ -191,15 +192,16 @@ def test_files_list_matches_torchvision():
 
 
 @pytest.mark.slow
-def test_cli_trains_fashion_mnist_and_rejects_a_missing_folder(fashion_root, tmp_path):
+def test_cli_trains_fashion_mnist(fashion_root, tmp_path):
     result = run_cli([f"output_root={tmp_path}", "data=fashion_mnist", f"data.root={fashion_root}",
                       "loss=cross_entropy", *TINY], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "test/acc" in result.stdout
-    assert len(list(tmp_path.rglob("summary.json"))) == 1
-    missing = tmp_path / "missing"
-    result = run_cli([f"output_root={tmp_path}", "data=mnist", f"data.root={missing}"], cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"error: {missing}/MNIST/raw: no such folder; data.root must hold MNIST/raw/ with the four IDX files "
-        f"({', '.join(f + '.gz' for f in FILES)}), or set data.download=true"]
+    assert len(list(tmp_path.glob("fashion_mnist-softmax-cross_entropy-seed0/*/summary.json"))) == 1
+
+
+def test_missing_folder_stops_training_before_it_starts(tmp_path):
+    cfg = compose_config(["data=mnist", f"data.root={tmp_path / 'missing'}", *TINY])
+    with pytest.raises(DataError, match=f"^{tmp_path / 'missing' / 'MNIST' / 'raw'}: no such folder"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
