@@ -84,6 +84,7 @@ def f1_curve(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
 def tune_threshold(scores: torch.Tensor, labels: torch.Tensor, default: float = 0.5) -> float:
     """The threshold ``t`` maximising the F1 of ``scores >= t`` against 0/1 ``labels``.
 
+    ``scores`` are probabilities in [0, 1] (torchmetrics would read other values as logits).
     Ties go to ``default``, then to the candidate nearest it. No positives: ``default``.
     """
     scores, labels = scores.flatten(), labels.flatten()
