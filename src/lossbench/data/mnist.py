@@ -69,7 +69,8 @@ def check_idx(path: Path, shown: Path | None = None) -> tuple[int, ...]:
     if size != want:
         problem = "truncated" if size < want else "has trailing bytes"
         raise DataError(f"{shown}: {problem}: the header declares {' x '.join(map(str, dims))} "
-                        f"({want} bytes in all) but the file holds {size} bytes")
+                        f"({want} bytes in all) but the file holds {size} bytes"
+                        f"{' once decompressed' if shown.suffix == '.gz' else ''}")
     if expected == IMAGE_MAGIC and dims[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise DataError(f"{shown}: images are {dims[1]}x{dims[2]}; MNIST-like data must be {IMAGE_SIZE}x{IMAGE_SIZE}")
     return dims
