@@ -8,6 +8,7 @@ the bad value and what is allowed.
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,10 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("loss.label_smoothing", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("loss.eps", lambda v: _is_num(v) and v >= 0, "a number >= 0"),
     ("loss.reduction", lambda v: v in losses.REDUCTIONS, f"one of {', '.join(losses.REDUCTIONS)}"),
+    ("seeds", lambda v: v is None or _is_seed_list(v), "null or a non-empty list of distinct integers >= 0"),
+    ("resume", lambda v: v in (True, False, "auto") or (isinstance(v, str) and v.strip() != ""),
+     "auto (continue an unfinished run of the same config if there is one), true (must continue one), "
+     "false, or the path of a run directory or .ckpt file"),
 ]
 
 
@@ -72,6 +77,11 @@ def _is_int(v: Any) -> bool:
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _is_seed_list(v: Any) -> bool:
+    seeds = list(v) if OmegaConf.is_list(v) or isinstance(v, (list, tuple)) else None
+    return bool(seeds) and all(_is_int(s) and s >= 0 for s in seeds) and len(set(seeds)) == len(seeds)
 
 
 def _name(cfg: DictConfig, group: str, allowed: list[str] | tuple[str, ...]) -> str:
@@ -89,12 +99,112 @@ def validate_names(cfg: DictConfig) -> None:
     _name(cfg, "optimizer", OPTIMIZERS)
 
 
-def validate(cfg: DictConfig, task: str) -> None:
-    """Names, ranges, then the (task, head, loss) combination."""
+def validate_values(cfg: DictConfig) -> None:
+    """Everything that does not need the data: names, ranges, keys passed to Lightning and torch."""
     validate_names(cfg)
     for key, ok, allowed in _RANGES:
         value = OmegaConf.select(cfg, key, default="<absent>")
-        if value != "<absent>" and not ok(value):
-            raise ConfigError(f"{key}={value!r} is invalid; allowed: {allowed}")
+        if not (isinstance(value, str) and value == "<absent>") and not ok(value):
+            shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            raise ConfigError(f"{key}={shown!r} is invalid; allowed: {allowed}")
+    validate_passed_keys(cfg)
+
+
+def validate(cfg: DictConfig, task: str) -> None:
+    """Names, ranges, passed-on keys, then the (task, head, loss) combination and decision rules."""
+    validate_values(cfg)
     check_combination(task, cfg.head.name, cfg.loss.name)
     decisions.check_config(cfg.get("decision"), cfg.head.name)
+
+
+# -- keys passed on to Lightning and torch ------------------------------------------------------------
+# trainer.* keys that are lossbench's own, not Trainer arguments (read by train.build_trainer)
+TRAINER_KEYS_OWN = ("progress_bar", "checkpoint", "divergence_check_every")
+# Trainer arguments train.build_trainer sets itself; a trainer.* key must not repeat them
+TRAINER_ARGS_SET_BY_LOSSBENCH = ("default_root_dir", "logger", "callbacks", "enable_progress_bar",
+                                 "enable_checkpointing", "enable_model_summary", "use_distributed_sampler")
+
+
+def validate_passed_keys(cfg: DictConfig) -> None:
+    """Every ``trainer.*`` key is a Trainer argument (or lossbench's own); every ``optimizer.*`` key
+    is an argument of the chosen torch optimizer -- so a typo fails here, not mid-fit."""
+    import inspect
+
+    import lightning as L
+
+    from lossbench.module import OPTIMIZERS as OPTIMIZER_CLASSES
+
+    trainer_args = set(inspect.signature(L.Trainer.__init__).parameters) - {"self", *TRAINER_ARGS_SET_BY_LOSSBENCH}
+    allowed = sorted(trainer_args | set(TRAINER_KEYS_OWN))
+    for key in cfg.get("trainer") or {}:
+        if key not in allowed:
+            raise ConfigError(f"trainer.{key} is not a Trainer argument lossbench passes on; allowed: {', '.join(allowed)}")
+    name = cfg.optimizer.name
+    allowed = sorted(set(inspect.signature(OPTIMIZER_CLASSES[name]).parameters) - {"params"})
+    for key in cfg.optimizer:
+        if key != "name" and key not in allowed:
+            raise ConfigError(f"optimizer.{key} is not an argument of optimizer={name}; allowed: {', '.join(allowed)}")
+
+
+# -- Hydra's own errors as one line -------------------------------------------------------------------
+HYDRA_GRAMMAR_URL = "https://hydra.cc/docs/advanced/override_grammar/basic/"
+
+
+def error_line(err: BaseException) -> str:
+    """One line for a user error: lossbench's own message, or Hydra's multi-line report condensed to
+    what was wrong and what is allowed (unknown option -> the available ones; unknown key -> the keys)."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
+        group, _, name = err.missing_cfg_file.rpartition("/")
+        if group:
+            return f"{group}={name!r} is unknown; available: {', '.join(err.options)}"
+    if isinstance(err, OverrideParseException):
+        reason = err.message.splitlines()[0] if err.message else "invalid syntax"
+        return f"cannot parse the override {err.override!r}: {reason}; override syntax: {HYDRA_GRAMMAR_URL}"
+    cause = err.__cause__
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.full_key \
+            and OmegaConf.is_dict(cause.parent_node):
+        parent = cause.full_key.rpartition(".")[0] or "the top level"
+        keys = ", ".join(str(k) for k in cause.parent_node.keys())
+        return (f"{cause.full_key} is not a config key; keys of {parent}: {keys} "
+                f"(to add a new key use +{cause.full_key}=...)")
+    lines = []
+    for line in str(err).splitlines():
+        if line.startswith(("Config search path", "Set the environment variable HYDRA_FULL_ERROR")):
+            break
+        if line.strip():
+            lines.append(line.strip())
+    return " ".join(lines) or type(err).__name__
+
+
+# -- secrets never reach a summary, log or report ---------------------------------------------------
+SECRET_NAME_PARTS = ("API_KEY", "APIKEY", "ACCESS_KEY", "PRIVATE_KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD",
+                     "CREDENTIAL")
+REDACTED = "<redacted>"
+
+
+def secret_values(environ: dict[str, str] | None = None) -> list[str]:
+    """Values (8+ characters) of environment variables whose names look secret (``WANDB_API_KEY``,
+    ``*_TOKEN``, ``*_SECRET``, ...)."""
+    environ = os.environ if environ is None else environ
+    return [v for k, v in environ.items() if len(v) >= 8 and any(p in k.upper() for p in SECRET_NAME_PARTS)]
+
+
+def redact_secrets(value: Any, secrets: list[str] | None = None) -> Any:
+    """A copy of a JSON-like value with every string that contains a secret, and every value stored
+    under a secret-looking key (``api_key``, ``token``, ...), replaced by ``<redacted>``."""
+    secrets = secret_values() if secrets is None else secrets
+    if isinstance(value, dict):
+        return {k: REDACTED if _secret_key(k) and value[k] is not None else redact_secrets(value[k], secrets)
+                for k in value}
+    if isinstance(value, (list, tuple)):
+        return [redact_secrets(v, secrets) for v in value]
+    if isinstance(value, str) and any(s in value for s in secrets):
+        return REDACTED
+    return value
+
+
+def _secret_key(key: Any) -> bool:
+    return isinstance(key, str) and any(p in key.upper() for p in SECRET_NAME_PARTS)

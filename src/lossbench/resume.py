@@ -1,0 +1,175 @@
+"""Continue an interrupted run from its last checkpoint.
+
+A run is identified by its configuration, not by its directory: every start gets a fresh Hydra run
+directory (``<output_root>/<run_name>/<time>``, or ``<output_root>/multirun/<time>/<n>_<run_name>``),
+and ``resume`` decides whether it begins from scratch or from the ``checkpoints/last.ckpt`` of an
+earlier *attempt* -- a run directory under ``output_root`` whose ``.hydra/config.yaml`` resolves to
+the same configuration (keys in ``MAY_DIFFER`` aside).
+
+- ``resume=auto`` (default): look at the newest attempt of the same configuration that left a
+  checkpoint or a summary. If it is unfinished (no summary, or ``status: failed``) and has a
+  checkpoint, continue from it; if it finished, start a new run. So running the same command again
+  after a kill, a crash or a Slurm requeue continues where it stopped, and a finished run is not
+  touched.
+- ``resume=true``: the same, but it is an error when there is nothing to continue.
+- ``resume=false``: always start from scratch.
+- ``resume=<path>``: continue from that run directory's ``checkpoints/last.ckpt`` or that ``.ckpt``.
+
+The continued run writes into its own new directory; its ``summary.json`` records ``resumed_from``
+(the checkpoint used), and its ``metrics.csv`` holds the epochs after the resume point. The earlier
+directory is left as it was. Checkpoints are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from lossbench.errors import ConfigError, DataError
+from lossbench.summary import SUMMARY_FILE, read_summary
+
+log = logging.getLogger("lossbench")
+
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+HYDRA_CONFIG = Path(".hydra") / "config.yaml"
+FINISHED = ("completed", "diverged", "skipped")
+# keys that may differ between attempts of one run: they change what is shown, not what is trained
+MAY_DIFFER = ("resume", "print_config", "output_root", "trainer.progress_bar", "logger")
+_NOT_RUN_DIRS = {"checkpoints", ".hydra", "wandb", "lightning_logs"}
+
+
+@dataclass
+class Attempt:
+    run_dir: Path
+    status: str | None  # the summary's status; None when it never wrote one (killed)
+    checkpoint: Path | None
+    mtime: float  # last activity: newest of config, checkpoint and summary
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+def flat_config(container: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer.lr": 0.001, ...}`` of a resolved config, without the keys in ``MAY_DIFFER``."""
+    flat: dict[str, Any] = {}
+    for key, value in container.items():
+        name = f"{prefix}{key}"
+        if any(name == k or name.startswith(k + ".") for k in MAY_DIFFER):
+            continue
+        if isinstance(value, dict):
+            flat.update(flat_config(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
+
+
+def _attempt(run_dir: Path) -> Attempt:
+    summary, checkpoint = run_dir / SUMMARY_FILE, run_dir / CHECKPOINT
+    status = None
+    if summary.is_file():
+        try:
+            status = read_summary(summary).get("status")
+        except (OSError, ValueError):
+            status = None  # summaries are written atomically; an unreadable one was damaged later
+    files = [p for p in (run_dir / HYDRA_CONFIG, summary, checkpoint) if p.is_file()]
+    return Attempt(run_dir, status, checkpoint if checkpoint.is_file() else None,
+                   max(p.stat().st_mtime for p in files))
+
+
+def _candidate_dirs(output_root: Path, run_name: str):
+    """Run directories under ``output_root`` whose path names ``run_name`` (both layouts of
+    configs/train.yaml do) and that left a checkpoint or a summary."""
+    for dirpath, dirnames, _ in os.walk(output_root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _NOT_RUN_DIRS)
+        path = Path(dirpath)
+        if not (path / HYDRA_CONFIG).is_file():
+            continue
+        dirnames.clear()  # a run directory holds no other run directories
+        parts = path.relative_to(output_root).parts
+        if not any(p == run_name or p.endswith("_" + run_name) for p in parts):
+            continue
+        if (path / CHECKPOINT).is_file() or (path / SUMMARY_FILE).is_file():
+            yield path
+
+
+def same_config_attempts(cfg: DictConfig, output_root: Path) -> list[Attempt]:
+    """Earlier attempts of this configuration under ``output_root``, newest first."""
+    output_root = Path(output_root)
+    if not output_root.is_dir():
+        return []
+    wanted = flat_config(OmegaConf.to_container(cfg, resolve=True))
+    found = []
+    for run_dir in _candidate_dirs(output_root, str(cfg.run_name)):
+        try:
+            theirs = flat_config(OmegaConf.to_container(OmegaConf.load(run_dir / HYDRA_CONFIG), resolve=True))
+        except Exception:  # an unreadable or unresolvable old config is simply not the same run
+            continue
+        if not config_differences(wanted, theirs):
+            found.append(_attempt(run_dir))
+    return sorted(found, key=lambda a: a.mtime, reverse=True)
+
+
+def checkpoint_info(path: Path) -> dict[str, int]:
+    """Epochs trained and optimizer steps taken when a Lightning checkpoint was saved, read with
+    weights-only loading (an epoch-end checkpoint counts its epoch as trained)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        epochs = ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+        return {"epochs": int(epochs), "global_step": int(ckpt["global_step"])}
+    except Exception as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{path}: not a readable Lightning checkpoint ({reason}); delete it or start over "
+                        "with resume=false") from None
+
+
+def find_checkpoint(cfg: DictConfig) -> Path | None:
+    """The checkpoint this run continues from, following ``cfg.resume`` (see the module docstring)."""
+    mode = cfg.get("resume", False)
+    if mode is False or mode is None:
+        return None
+    if isinstance(mode, str) and mode != "auto":
+        path = Path(mode)
+        checkpoint = path / CHECKPOINT if path.is_dir() else path
+        if not checkpoint.is_file():
+            raise ConfigError(f"resume={mode!r}: no such checkpoint ({checkpoint}); allowed: auto, true, false, "
+                              "or the path of a run directory holding checkpoints/last.ckpt or of a .ckpt file")
+        return checkpoint
+    attempts = same_config_attempts(cfg, Path(cfg.output_root))
+    for attempt in attempts:
+        if attempt.finished:
+            break
+        if attempt.checkpoint is not None:
+            return attempt.checkpoint
+    if mode is True:
+        newest = f"; the newest, {attempts[0].run_dir}, is {attempts[0].status}" if attempts else ""
+        raise ConfigError(f"resume=true: no unfinished run of this configuration with {CHECKPOINT} under "
+                          f"{cfg.output_root}{newest}; use resume=auto or resume=false to start a new run")
+    return None
+
+
+class RNGState(Callback):
+    """Saves the global torch RNG state in each checkpoint and restores it on resume, so that random
+    operations after the resume point (dropout) draw what an uninterrupted run would have drawn."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])

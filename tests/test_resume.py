@@ -1,0 +1,163 @@
+"""Resume: a run killed with SIGKILL continues from its last checkpoint when the same command is run
+again, and ends with exactly the metrics of an uninterrupted run (CPU). Plus which earlier attempt
+``resume=auto|true|false|<path>`` picks (lossbench.resume)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lossbench.errors import ConfigError, DataError
+from lossbench.resume import checkpoint_info, find_checkpoint
+from lossbench.train import train
+
+from conftest import compose_config, run_cli
+
+# 3 epochs of 100 small batches: long enough that a kill after the first checkpoint lands mid-run;
+# dropout > 0 so the restored RNG state matters too
+KILLABLE = ["trainer.max_epochs=3", "trainer.progress_bar=none", "data.train_size=800", "data.val_size=64",
+            "data.test_size=256", "data.batch_size=8", "trainer.limit_val_batches=1", "model.dropout=0.2", "seed=5"]
+
+
+def _wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 240) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(root.glob(pattern))
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            pytest.fail(f"training ended (exit code {proc.returncode}) before any checkpoint appeared")
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail(f"no {pattern} under {root} after {timeout} s")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_the_same_command_and_matches_an_uninterrupted_run(tmp_path):
+    root = tmp_path / "runs"
+    args = [f"output_root={root}", *KILLABLE]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "lossbench.train", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = _wait_for("*/*/checkpoints/last.ckpt", root, proc)  # written atomically by Lightning
+    proc.kill()  # SIGKILL: no handler, no cleanup
+    assert proc.wait(timeout=60) == -9
+    killed_dir = checkpoint.parent.parent
+    assert not (killed_dir / "summary.json").exists(), "the run finished before it was killed"
+    assert checkpoint_info(checkpoint)["epochs"] in (1, 2)
+
+    again = run_cli(args, cwd=tmp_path)  # the same command; resume=auto is the default
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from {checkpoint}" in again.stdout + again.stderr
+    [summary_path] = root.glob("*/*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary_path.parent != killed_dir  # the continuation writes its own directory
+    assert summary["status"] == "completed" and summary["resumed_from"] == str(checkpoint)
+    assert summary["epochs"] == 3 and summary["global_step"] == 300
+    with open(summary_path.parent / "metrics.csv") as f:  # it trained only the epochs after the checkpoint
+        epochs_logged = {int(float(row["epoch"])) for row in csv.DictReader(f) if row.get("epoch")}
+    assert min(epochs_logged) == checkpoint_info(checkpoint)["epochs"]
+
+    reference = train(compose_config(args), tmp_path / "uninterrupted")
+    assert reference["global_step"] == 300
+    assert summary["metrics"] == reference["metrics"]  # exactly, not approximately
+    resumed = torch.load(summary_path.parent / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    uninterrupted = torch.load(tmp_path / "uninterrupted" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert resumed.keys() == uninterrupted.keys()
+    for name in resumed:
+        assert torch.equal(resumed[name], uninterrupted[name]), name
+
+
+# -- which attempt resume picks -------------------------------------------------------------------------
+def _attempt(root: Path, rel: str, overrides: list[str], *, checkpoint: bool, status: str | None, age: float) -> Path:
+    """A fake earlier run directory: Hydra's saved config, optionally a checkpoint and a summary."""
+    run_dir = root / rel
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(compose_config(overrides), run_dir / ".hydra" / "config.yaml")
+    files = [run_dir / ".hydra" / "config.yaml"]
+    if checkpoint:
+        (run_dir / "checkpoints").mkdir()
+        (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"checkpoint")
+        files.append(run_dir / "checkpoints" / "last.ckpt")
+    if status:
+        (run_dir / "summary.json").write_text(json.dumps({"status": status}))
+        files.append(run_dir / "summary.json")
+    stamp = time.time() - age
+    for f in files:
+        os.utime(f, (stamp, stamp))
+    return run_dir
+
+
+def _cfg(root: Path, *extra: str):
+    return compose_config([f"output_root={root}", *extra])
+
+
+NAME = "synthetic-sigmoid-bce_with_logits-seed0"
+
+
+def test_auto_continues_the_newest_unfinished_attempt_of_the_same_config(tmp_path):
+    base = [f"output_root={tmp_path}"]
+    old = _attempt(tmp_path, f"{NAME}/t1", base, checkpoint=True, status=None, age=300)
+    assert find_checkpoint(_cfg(tmp_path)) == old / "checkpoints" / "last.ckpt"
+    # a later attempt that died before its first checkpoint left nothing to continue from
+    _attempt(tmp_path, f"{NAME}/t2", base, checkpoint=False, status="failed", age=200)
+    assert find_checkpoint(_cfg(tmp_path)) == old / "checkpoints" / "last.ckpt"
+    # a crashed attempt with a checkpoint is continued
+    failed = _attempt(tmp_path, f"{NAME}/t3", base, checkpoint=True, status="failed", age=100)
+    assert find_checkpoint(_cfg(tmp_path)) == failed / "checkpoints" / "last.ckpt"
+    # display-only keys may differ
+    assert find_checkpoint(_cfg(tmp_path, "trainer.progress_bar=tqdm", "print_config=true")) is not None
+
+
+def test_a_finished_newest_attempt_means_nothing_to_resume(tmp_path):
+    base = [f"output_root={tmp_path}"]
+    _attempt(tmp_path, f"{NAME}/t1", base, checkpoint=True, status=None, age=300)
+    _attempt(tmp_path, f"{NAME}/t2", base, checkpoint=True, status="completed", age=100)
+    assert find_checkpoint(_cfg(tmp_path)) is None
+    with pytest.raises(ConfigError, match=r"resume=true: no unfinished run .* is completed; use resume=auto"):
+        find_checkpoint(_cfg(tmp_path, "resume=true"))
+
+
+def test_another_config_or_seed_is_never_continued(tmp_path):
+    _attempt(tmp_path, f"{NAME}/t1", [f"output_root={tmp_path}"], checkpoint=True, status=None, age=100)
+    assert find_checkpoint(_cfg(tmp_path, "optimizer.lr=0.01")) is None
+    assert find_checkpoint(_cfg(tmp_path, "seed=1")) is None
+    assert find_checkpoint(_cfg(tmp_path, "resume=false")) is None
+
+
+def test_sweep_jobs_find_their_attempt_in_an_earlier_sweep(tmp_path):
+    job = _attempt(tmp_path, f"multirun/t1/1_{NAME}", [f"output_root={tmp_path}"], checkpoint=True, status=None,
+                   age=100)
+    _attempt(tmp_path, "multirun/t1/0_synthetic-softmax-cross_entropy-seed0",
+             [f"output_root={tmp_path}", "loss=cross_entropy"], checkpoint=True, status=None, age=50)
+    assert find_checkpoint(_cfg(tmp_path)) == job / "checkpoints" / "last.ckpt"
+
+
+def test_resume_from_an_explicit_path(tmp_path):
+    run_dir = _attempt(tmp_path, "elsewhere/run", [], checkpoint=True, status="completed", age=10)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert find_checkpoint(_cfg(tmp_path, f"resume={run_dir}")) == ckpt
+    assert find_checkpoint(_cfg(tmp_path, f"resume={ckpt}")) == ckpt
+    with pytest.raises(ConfigError, match=r"resume='.*nowhere': no such checkpoint .*; allowed: auto, true, false"):
+        find_checkpoint(_cfg(tmp_path, f"resume={tmp_path / 'nowhere'}"))
+
+
+def test_a_truncated_checkpoint_is_a_one_line_data_error(tmp_path):
+    cfg = compose_config(["trainer.max_epochs=1", "trainer.progress_bar=none", "data.train_size=64",
+                          "data.val_size=32", "data.test_size=32", "data.batch_size=32"])
+    train(cfg, tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert checkpoint_info(ckpt) == {"epochs": 1, "global_step": 2}
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(ckpt.read_bytes()[:500])
+    with pytest.raises(DataError, match=r"truncated\.ckpt: not a readable Lightning checkpoint \(.*\); delete it"):
+        checkpoint_info(truncated)
