@@ -176,21 +176,22 @@ def test_datamodule_config_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"data.train_images is not set; allowed: set data.root"):
         CocoDataModule()
     with pytest.raises(ConfigError, match=r"data.val_size=4 is invalid; allowed: 1..3"):
-        datamodule(tmp_path, val_size=4)
+        datamodule(tmp_path, val_size=4).setup()
     with pytest.raises(ConfigError, match=r"data.image_size=2 is invalid"):
         datamodule(tmp_path, image_size=2)
     folder, _ = hand_built(tmp_path)
     _, other = hand_built(tmp_path, categories=[{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"},
                                                  {"id": 20, "name": "horse"}], name="other.json")
     with pytest.raises(DataError, match=f"{other}: its categories differ"):
-        datamodule(tmp_path, test_annotations=other)
+        datamodule(tmp_path, test_annotations=other).setup()
 
 
-def test_root_and_year_give_the_coco_layout(tmp_path):
-    dm = CocoDataModule.__new__(CocoDataModule)
-    with pytest.raises(DataError, match=f"{tmp_path / 'train2014'}: no such image folder"):
-        CocoDataModule.__init__(dm, root=str(tmp_path), year=2014)
+def test_root_and_year_give_the_coco_layout_read_only_at_setup(tmp_path):
+    dm = CocoDataModule(root=str(tmp_path), year=2014)  # built, not read: sweeps ask for .task this way
+    assert dm.task == "multilabel"
     assert dm.paths["test_annotations"] == tmp_path / "annotations" / "instances_val2014.json"
+    with pytest.raises(DataError, match=f"{tmp_path / 'train2014'}: no such image folder"):
+        dm.setup()
 
 
 # -- the sample written by scripts/make_coco_sample.py ------------------------------------------------

@@ -197,6 +197,7 @@ def _file_key(path: Path) -> str:
 class CocoDataModule(TensorDataModule):
     """COCO tags as a multi-label task. ``train_*`` gives the training and validation splits (the
     validation split carved with a fixed seed), ``test_*`` (COCO's val annotations) the test split.
+    Nothing is read before ``setup``; ``classes`` and ``num_classes`` exist from then on.
     Paths default to a COCO download under ``root``: ``train<year>/``, ``val<year>/``,
     ``annotations/instances_{train,val}<year>.json``."""
 
@@ -231,10 +232,9 @@ class CocoDataModule(TensorDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "coco"
         self.input_shape = (3, image_size, image_size)
         self.tags: dict[str, CocoTags] = {}
-        self._index()
 
     def _index(self) -> None:
-        """Read and check both annotation files now (before any training), and fix the classes."""
+        """Read and check both annotation files (``setup`` runs before any training); fix the classes."""
         for split in ("train", "test"):
             self.tags[split] = CocoTags(self.paths[f"{split}_images"], self.paths[f"{split}_annotations"],
                                         keep_empty=self.keep_empty)
@@ -271,6 +271,7 @@ class CocoDataModule(TensorDataModule):
         return x
 
     def load(self) -> dict[str, Split]:
+        self._index()
         train, test = self.tags["train"], self.tags["test"]
         train_idx, val_idx = carve_validation(len(train), self.val_size)
         if self.train_size is not None:
