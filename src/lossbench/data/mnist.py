@@ -29,6 +29,7 @@ from lossbench.data.base import Normalization, Split, TensorDataModule
 from lossbench.errors import ConfigError, DataError
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+LISTING = ", ".join(f + ".gz" for f in FILES)
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049  # 0x00000803: uint8, 3 dims; 0x00000801: uint8, 1 dim
 IMAGE_SIZE = 28
 DATASETS = {
@@ -43,8 +44,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LOSSBENCH_CACHE") or Path.home() / ".cache" / "lossbench")
 
 
-def _listing() -> str:
-    return ", ".join(f + ".gz" for f in FILES)
 
 
 def check_idx(path: Path, shown: Path | None = None) -> tuple[int, ...]:
@@ -86,18 +85,21 @@ def _decompress(packed: Path, out: Path) -> None:
     try:
         with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst)
-        check_idx(tmp, shown=packed)
     except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        tmp.unlink(missing_ok=True)
         raise DataError(f"{packed}: not a readable gzip file ({err})") from None
-    finally:
-        if not _checked(tmp):
-            tmp.unlink(missing_ok=True)
+    try:
+        check_idx(tmp, shown=packed)
+    except DataError:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(out)
 
 
-def _checked(path: Path) -> bool:
+def _is_fresh(out: Path, source: Path) -> bool:
+    """``out`` exists, is no older than ``source`` and is a well-formed IDX file."""
     try:
-        return check_idx(path) is not None
+        return out.stat().st_mtime >= source.stat().st_mtime and check_idx(out) is not None
     except (DataError, OSError):
         return False
 
@@ -112,7 +114,7 @@ def prepare_raw(name: str, root: Path, cache_dir: Path) -> Path:
     folder = source.parent.name
     if not source.is_dir():
         raise DataError(f"{source}: no such folder; data.root must hold {folder}/raw/ with the four IDX files "
-                        f"({_listing()}), or set data.download=true")
+                        f"({LISTING}), or set data.download=true")
     if all((source / stem).is_file() for stem in FILES):
         for stem in FILES:
             check_idx(source / stem)
@@ -125,13 +127,14 @@ def prepare_raw(name: str, root: Path, cache_dir: Path) -> Path:
         out, plain, packed = target / stem, source / stem, source / f"{stem}.gz"
         if plain.is_file():
             check_idx(plain)
-            tmp = out.with_name(f"{out.name}.{os.getpid()}.part")
-            shutil.copyfile(plain, tmp)
-            tmp.replace(out)
+            if not _is_fresh(out, plain):
+                tmp = out.with_name(f"{out.name}.{os.getpid()}.part")
+                shutil.copyfile(plain, tmp)
+                tmp.replace(out)
             continue
         if not packed.is_file():
-            raise DataError(f"{packed}: missing; {source} must hold {_listing()}")
-        if not (out.exists() and out.stat().st_mtime >= packed.stat().st_mtime and _checked(out)):
+            raise DataError(f"{packed}: missing; {source} must hold {LISTING}")
+        if not _is_fresh(out, packed):
             _decompress(packed, out)
     return target_root
 
