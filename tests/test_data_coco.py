@@ -83,6 +83,8 @@ BAD_DOCUMENTS = {
     "escaping file name": (dict(images=[{"id": 1, "file_name": "../secret.jpg"}], annotations=[]),
                            "image file_name '../secret.jpg' is not a path inside the image folder"),
     "image without file name": (dict(images=[{"id": 1}]), "images[0] lacks 'file_name'"),
+    "numeric file name": (dict(images=[{"id": 1, "file_name": 7}], annotations=[]),
+                          "image file_name 7 is not a string"),
     "duplicate image id": (dict(images=[{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "b.png"}],
                                 annotations=[]), "images id 1 appears more than once"),
 }
@@ -95,7 +97,7 @@ def test_bad_annotations_are_one_line_naming_the_file(case, tmp_path):
     with pytest.raises(DataError) as err:
         CocoTags(folder, annotation_file)
     assert str(err.value) == f"{annotation_file}: {words}" + (
-        " (absolute paths and '..' are refused)" if "file name" in case and "without" not in case else "")
+        " (absolute paths and '..' are refused)" if case in ("absolute file name", "escaping file name") else "")
 
 
 def test_bad_files(tmp_path):

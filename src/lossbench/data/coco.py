@@ -84,6 +84,8 @@ def _check_entries(annotation_file: Path, dataset: dict) -> None:
 
 def safe_image_path(image_dir: Path, file_name: str, annotation_file: Path) -> Path:
     """``image_dir / file_name``, refusing names that are absolute or climb out of ``image_dir``."""
+    if not isinstance(file_name, str):
+        raise DataError(f"{annotation_file}: image file_name {file_name!r} is not a string")
     relative = Path(file_name)
     if relative.is_absolute() or ".." in relative.parts or not relative.parts:
         raise DataError(f"{annotation_file}: image file_name {file_name!r} is not a path inside the image folder "
