@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from lossbench.errors import ConfigError, DataError
 
 IMAGENET = Normalization(255.0, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 CACHE_VERSION = 1  # bump when the cached tensors' meaning changes
+log = logging.getLogger("lossbench")
 
 
 def _read_json(annotation_file: Path) -> dict:
@@ -265,6 +267,8 @@ class CocoDataModule(TensorDataModule):
                     return x
             except (OSError, RuntimeError, KeyError, EOFError):
                 pass  # an unreadable or foreign cache file is rebuilt below
+        log.info("decoding %d images of %s to %dx%d (cached afterwards in %s)", len(indices), tags.image_dir,
+                 self.image_size, self.image_size, path)
         x = decode_resized(tags, indices, self.image_size, self.decode_workers)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
