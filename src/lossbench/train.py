@@ -149,7 +149,8 @@ def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> di
         "git_commit": git_commit(),
     }
     if module.divergence:
-        summary["divergence"] = module.divergence
+        # the loss as text ("nan", "inf"): JSON has no non-finite numbers
+        summary["divergence"] = {"step": module.divergence["step"], "loss": str(module.divergence["loss"])}
     if resume_from is not None:
         summary["resumed_from"] = str(resume_from)
     if trainer.is_global_zero:
