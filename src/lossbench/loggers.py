@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 
+from lossbench.config import redact_secrets
 from lossbench.errors import ConfigError
 
 LOGGERS = ("csv", "wandb")
@@ -114,7 +115,7 @@ def build_wandb_logger(cfg: DictConfig, run_dir: Path):
     return _wandb_logger_class()(
         name=cfg.run_name, save_dir=str(run_dir), project=cfg.logger.project, entity=cfg.logger.get("entity"),
         group=wandb_group(cfg), job_type=strategy_name(cfg), tags=list(dict.fromkeys(tags)),
-        config=OmegaConf.to_container(cfg, resolve=True), mode=mode,
+        config=redact_secrets(OmegaConf.to_container(cfg, resolve=True)), mode=mode,
         settings=wandb.Settings(quiet=True),  # no per-run history sparklines in a sweep's console
     )
 
