@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import math
 import os
@@ -203,13 +202,14 @@ def run_jobs(jobs: list[Job], protocol: Protocol, runs: Path, device: str, n_job
     """Train the jobs whose run directory has no finished summary; return how many were trained."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    todo = [j for j in jobs if not is_done(runs / j.key)]
+    # strategies that share a configuration (say a tuned rate equal to the fixed one) share its runs
+    todo = [j for j in {j.key: j for j in jobs}.values() if not is_done(runs / j.key)]
     for job in todo:  # a half-written run from a killed reproduction starts over
         shutil.rmtree(runs / job.key, ignore_errors=True)
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, transient=False) as progress:
-        task = progress.add_task(f"{title}: {len(jobs) - len(todo)} done before", total=len(todo))
+        task = progress.add_task(f"{title}: {len({j.key for j in jobs}) - len(todo)} done before", total=len(todo))
         args = [(job_overrides(protocol, j, device, data_root), str(runs / j.key), threads) for j in todo]
         if n_jobs == 1:
             for a in args:
@@ -241,9 +241,9 @@ def tuning_jobs(protocol: Protocol) -> dict[tuple, list[Job]]:
         for model in protocol.models:
             for s in protocol.strategies.values():
                 key = (dataset, model, s.tuning_key)
-                grid = protocol.lr_grid[s.optimizer]
-                if s.lr == "tuned" and key not in out and len(grid) > 1:  # a one-rate grid needs no tuning
-                    out[key] = [Job(dataset, model, s, lr, protocol.tune_seed) for lr in grid]
+                if s.lr != "tuned" or key in out or len(protocol.lr_grid[s.optimizer]) < 2:
+                    continue  # a fixed rate, already tuned, or a one-rate grid: nothing to tune
+                out[key] = [Job(dataset, model, s, lr, protocol.tune_seed) for lr in protocol.lr_grid[s.optimizer]]
     return out
 
 
