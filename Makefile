@@ -48,3 +48,10 @@ stability: $(STAMP)  ## where each loss and its gradient turn inf/NaN in float32
 .PHONY: bench
 bench: $(STAMP)  ## performance on this machine (CPU, or the GPU when there is one) -> docs/benchmarks.md
 	$(PY) scripts/benchmark.py $(ARGS)
+
+.PHONY: reproduce reproduce-multilabel
+reproduce: $(STAMP)  ## issue 10, claim 1: CE vs BCE on MNIST + Fashion-MNIST, 10 seeds, paired stats -> reports/reproduce_mnist/
+	$(PY) scripts/reproduce.py mnist $(ARGS)
+
+reproduce-multilabel: $(STAMP)  ## issue 10, claim 2: multi-label losses x Adam/Adadelta, 6 seeds -> reports/reproduce_multilabel/
+	$(PY) scripts/reproduce.py multilabel $(ARGS)
