@@ -482,7 +482,7 @@ def write_report(protocol: Protocol, rows: list[dict], chosen: dict, results: li
 
     md = [f"# {protocol.title}", "", protocol.claim_text, "",
           f"- command: `{context['command']}`", f"- machine: {context['machine']}",
-          f"- date (UTC): {context['date']}", f"- lossbench commit: {context['git_commit']}",
+          f"- date (UTC): {context['date']}", f"- lossbench commit: {context['git_commit'] or 'unknown (the checkout it ran in had no git metadata)'}",
           f"- runs: {len(rows)} seed runs + {sum(len(v['scores']) for v in chosen.values())} tuning runs; "
           f"seeds {protocol.seeds}; rates chosen by final {protocol.select_by} with seed {protocol.tune_seed}",
           f"- training settings: `configs/experiment/reproduce_{protocol.preset}.yaml`"
