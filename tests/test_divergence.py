@@ -51,7 +51,7 @@ def test_in_a_sweep_the_diverged_job_is_recorded_and_the_other_completes(tmp_pat
     assert not math.isfinite(float(summaries[1]["divergence"]["loss"]))
     assert summaries[0.001]["status"] == "completed"
     assert all(math.isfinite(v) for v in summaries[0.001]["metrics"].values())
-    assert "diverged: non-finite training loss" in result.stdout
+    assert "-- diverged: non-finite training loss" in result.stdout
     # the report counts the diverged run and averages only completed ones
     [diverged] = [s for s in build_report([sweep]).strategies if s.config["optimizer.lr"] == 1]
     assert diverged.count("diverged") == 1 and diverged.completed == [] and diverged.stats("test/f1_macro") is None

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from lossbench.errors import ConfigError, DataError
 from lossbench.resume import checkpoint_info, find_checkpoint
+from lossbench.summary import write_json_atomic
 from lossbench.train import train
 
 from conftest import compose_config, run_cli
@@ -161,3 +162,12 @@ def test_a_truncated_checkpoint_is_a_one_line_data_error(tmp_path):
     truncated.write_bytes(ckpt.read_bytes()[:500])
     with pytest.raises(DataError, match=r"truncated\.ckpt: not a readable Lightning checkpoint \(.*\); delete it"):
         checkpoint_info(truncated)
+
+
+def test_a_summary_write_that_fails_midway_leaves_the_old_file_whole(tmp_path):
+    path = tmp_path / "summary.json"
+    write_json_atomic(path, {"status": "completed", "metrics": {"test/acc": 0.9}})
+    with pytest.raises(TypeError):  # serialisation fails after part of the JSON was written
+        write_json_atomic(path, {"status": "completed", "metrics": {"test/acc": object()}})
+    assert json.loads(path.read_text()) == {"status": "completed", "metrics": {"test/acc": 0.9}}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left behind

@@ -96,10 +96,11 @@ def print_results(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_column("value", justify="right")
     for name, value in summary["metrics"].items():
         table.add_row(name, "nan" if value is None else f"{value:.4f}")
-    console.print(table)
+    if summary["metrics"]:
+        console.print(table)
     if summary.get("divergence"):
-        console.print(f"diverged: non-finite training loss {summary['divergence']['loss']} at step "
-                      f"{summary['divergence']['step']}; no test metrics")
+        console.print(f"{summary['config']['run_name']} -- diverged: non-finite training loss "
+                      f"{summary['divergence']['loss']} at step {summary['divergence']['step']}; no test metrics")
     console.print(f"run directory: {run_dir}")
 
 
