@@ -126,6 +126,11 @@ def _wandb_logger_class():
     from lightning.pytorch.loggers import WandbLogger  # imported here: lightning takes seconds to import
 
     class WandbRunLogger(WandbLogger):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            # Lightning always passes `anonymous`, which wandb 0.31 ignores with a warning
+            self._wandb_init.pop("anonymous", None)
+
         def log_hyperparams(self, params) -> None:
             # the module's hyper-parameters add what the config lacks (task, num_classes, ...), never override it
             config = self.experiment.config
