@@ -428,7 +428,7 @@ def plot(protocol: Protocol, rows: list[dict], results: list[dict], out: Path) -
             ax.grid(alpha=0.3)
         fig.tight_layout()
         name = f"per_seed_{dataset}.png"
-        fig.savefig(out / name, dpi=110)
+        fig.savefig(out / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
         files.append(name)
     done = [r for r in results if "test" in r]
@@ -446,7 +446,7 @@ def plot(protocol: Protocol, rows: list[dict], results: list[dict], out: Path) -
         ax.invert_yaxis()
         ax.set_xlabel("mean paired difference a − b, 95% CI (green: claim supported, red: contradicted)")
         fig.tight_layout()
-        fig.savefig(out / "differences.png", dpi=110)
+        fig.savefig(out / "differences.png", dpi=110, bbox_inches="tight")
         plt.close(fig)
         files.append("differences.png")
     return files
