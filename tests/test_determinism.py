@@ -15,7 +15,7 @@ from lossbench.train import train
 from conftest import REPO, TINY, TINY_SYNTHETIC, compose_config
 
 # dropout draws random numbers every step: the runs must draw the same ones
-OVERRIDES = [*TINY_SYNTHETIC, *TINY, "trainer.max_epochs=2", "model.dropout=0.3", "seed=7"]
+OVERRIDES = [*TINY_SYNTHETIC, *TINY, "model.dropout=0.3", "seed=7"]
 
 
 def _weights(run_dir):
