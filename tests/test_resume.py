@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lossbench.errors import ConfigError, DataError
-from lossbench.resume import checkpoint_info, find_checkpoint
+from lossbench.resume import atomic_checkpoint_io, checkpoint_info, find_checkpoint
 from lossbench.summary import write_json_atomic
 from lossbench.train import train
 
@@ -172,3 +172,13 @@ def test_a_summary_write_that_fails_midway_leaves_the_old_file_whole(tmp_path):
         write_json_atomic(path, {"status": "completed", "metrics": {"test/acc": object()}})
     assert json.loads(path.read_text()) == {"status": "completed", "metrics": {"test/acc": 0.9}}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left behind
+
+
+def test_a_checkpoint_write_that_fails_midway_leaves_the_old_checkpoint_whole(tmp_path):
+    io = atomic_checkpoint_io()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"epoch": 1, "weights": torch.ones(3)}, path)
+    with pytest.raises(Exception):  # noqa: B017 -- pickling a lambda fails after the tensor was written
+        io.save_checkpoint({"epoch": 2, "weights": torch.zeros(1000), "hook": lambda: None}, path)
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]

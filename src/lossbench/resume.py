@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,30 @@ class RNGState(Callback):
         torch.set_rng_state(state_dict["torch"])
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+def atomic_checkpoint_io():
+    """Lightning's ``TorchCheckpointIO`` writing each checkpoint to a temporary file beside the target
+    and renaming it into place. Lightning's own writer stages the file in the system temp folder and
+    moves it, which is a plain copy -- interruptible -- when that folder is on another filesystem."""
+    from lightning.fabric.utilities.cloud_io import get_filesystem
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+            if "file" not in get_filesystem(path).protocol:  # remote storage: Lightning's own writer
+                return super().save_checkpoint(checkpoint, path, storage_options)
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+
+    return AtomicCheckpointIO()

@@ -60,10 +60,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list, extra_callbacks
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
 
-    from lossbench.resume import RNGState
+    from lossbench.resume import RNGState, atomic_checkpoint_io
 
     params = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
               if k not in TRAINER_KEYS_OWN and v is not None}
+    params.setdefault("plugins", [atomic_checkpoint_io()])  # a kill never leaves half a checkpoint
     callbacks = [*(extra_callbacks or []), RNGState()]
     bar = cfg.trainer.get("progress_bar", "rich")
     if bar == "rich":
