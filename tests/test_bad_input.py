@@ -121,7 +121,9 @@ CASES = {
                                  r"allowed: accelerator, .*max_epochs, .*"),
     "unknown optimizer argument": (["+optimizer.beta=0.9"],
                                    r"optimizer\.beta is not an argument of optimizer=adam; allowed: amsgrad, betas, .*"),
-    "gpu without a gpu": (["trainer.accelerator=gpu"], r"trainer: No supported gpu backend found!"),
+    "gpu without a gpu": (["trainer=gpu"], r"trainer\.accelerator=gpu but no CUDA GPU is visible here; allowed on "
+                          r"this machine: auto, cpu \(or trainer=cpu\)"),
+    "no devices": (["trainer.devices=0"], r"trainer: `Trainer\(devices=0\)` value is not a valid input using cpu accelerator\."),
     "unknown precision": (["trainer.precision=13"], r"trainer: Precision 13 is invalid\. Allowed precision values: .*'32-true'.*"),
     "cnn on feature vectors": (["model=cnn"], r"model 'cnn' needs image inputs \(C, H, W\); this dataset gives shape \(32,\)"),
     "resume with nothing to resume": (["resume=true"], r"resume=true: no unfinished run of this configuration with "

@@ -131,6 +131,7 @@ def validate_passed_keys(cfg: DictConfig) -> None:
     import inspect
 
     import lightning as L
+    import torch
 
     from lossbench.module import OPTIMIZERS as OPTIMIZER_CLASSES
 
@@ -139,6 +140,10 @@ def validate_passed_keys(cfg: DictConfig) -> None:
     for key in cfg.get("trainer") or {}:
         if key not in allowed:
             raise ConfigError(f"trainer.{key} is not a Trainer argument lossbench passes on; allowed: {', '.join(allowed)}")
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible here; allowed on this "
+                          "machine: auto, cpu (or trainer=cpu)")
     name = cfg.optimizer.name
     allowed = sorted(set(inspect.signature(OPTIMIZER_CLASSES[name]).parameters) - {"params"})
     for key in cfg.optimizer:
