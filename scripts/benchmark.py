@@ -173,22 +173,22 @@ def throughput(args, tmp: Path) -> list[str]:
 
     rows = []
     for model, batches in (("mlp", args.mlp_batches), ("cnn", args.cnn_batches)):
-        variants = {"lossbench (defaults: rich bar, checkpoint, CSV)": [],
-                    "lossbench, trainer.progress_bar=none": []}
         overrides = [*data_overrides(args), "loss=cross_entropy", f"model={model}", "trainer.max_epochs=1",
                      f"trainer.limit_train_batches={batches}", "trainer.limit_val_batches=0"]
         cfgs = {"lossbench (defaults: rich bar, checkpoint, CSV)": compose(overrides),
                 "lossbench, trainer.progress_bar=none": compose([*overrides, "trainer.progress_bar=none"])}
-        dm = build_datamodule(cfgs["lossbench, trainer.progress_bar=none"])
+        quiet = cfgs["lossbench, trainer.progress_bar=none"]
+        dm = build_datamodule(quiet)
         dm.setup("fit")
         bare: list[float] = []
-        ratios: dict[str, list[float]] = {k: [] for k in variants}
-        lossbench_fit(cfgs["lossbench, trainer.progress_bar=none"], dm, tmp / f"warmup-{model}")  # first-run costs
+        variants: dict[str, list[float]] = {name: [] for name in cfgs}
+        ratios: dict[str, list[float]] = {name: [] for name in cfgs}
+        lossbench_fit(quiet, dm, tmp / f"warmup-{model}")  # first-run costs (lazy imports, allocator) paid here
         for rep in range(args.reps):
-            seconds_bare = bare_fit(cfgs["lossbench, trainer.progress_bar=none"], dm, batches)
+            seconds_bare = bare_fit(quiet, dm, batches)
             bare.append(seconds_bare)
-            for name, cfg in cfgs.items():
-                seconds = lossbench_fit(cfg, dm, tmp / f"{model}-{rep}-{len(variants[name])}")
+            for i, (name, cfg) in enumerate(cfgs.items()):
+                seconds = lossbench_fit(cfg, dm, tmp / f"{model}-{rep}-{i}")
                 variants[name].append(seconds)
                 ratios[name].append(seconds_bare / seconds)
         samples = batches * args.batch_size
@@ -397,7 +397,9 @@ def main() -> None:
             console.print(f"[dim]({name}: {time.perf_counter() - t0:.0f} s)[/dim]")
             lines += part
             write(args.out, lines)  # after every section: a cut-short run keeps what it measured
-    lines.append(f"Whole benchmark: {time.perf_counter() - started:.0f} s.")
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    lines.append(f"Whole benchmark: {time.perf_counter() - started:.0f} s; load average at the end (1/5/15 min): {load} "
+                 f"(other processes on the machine slow both sides of every comparison unevenly).")
     write(args.out, lines)
     console.print(f"written: {args.out}")
 
