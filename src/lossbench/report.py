@@ -22,18 +22,16 @@ import csv
 import io
 import json
 import math
-import os
 import shlex
 import sys
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lossbench.errors import DataError, UserError
 from lossbench.stats import MeanStd, mean_std
-from lossbench.summary import find_summaries, read_summary
+from lossbench.summary import find_summaries, read_summary, write_atomic
 
 MAIN_METRICS = {
     "multilabel": ("test/f1_macro", "test/f1_micro", "test/map", "test/exact_match"),
@@ -392,21 +390,6 @@ def curve_metrics(metrics: Sequence[str]) -> list[str]:
 
 
 # --- writing ------------------------------------------------------------------------------------------
-
-def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
 
 def write_text_atomic(path: Path, text: str) -> Path:
     return write_atomic(path, lambda tmp: Path(tmp).write_text(text))

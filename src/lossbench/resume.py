@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lossbench.errors import ConfigError, DataError
-from lossbench.summary import SUMMARY_FILE, read_summary
+from lossbench.summary import SUMMARY_FILE, read_summary, write_atomic
 
 log = logging.getLogger("lossbench")
 
@@ -187,17 +186,6 @@ def atomic_checkpoint_io():
         def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
             if "file" not in get_filesystem(path).protocol:  # remote storage: Lightning's own writer
                 return super().save_checkpoint(checkpoint, path, storage_options)
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    torch.save(checkpoint, f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(Path(path), lambda tmp: torch.save(checkpoint, tmp))
 
     return AtomicCheckpointIO()

@@ -13,7 +13,7 @@ import math
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +21,27 @@ SUMMARY_FILE = "summary.json"
 STATUSES = ("completed", "diverged", "failed", "skipped")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` to a temporary file beside ``path``, sync it, rename it over ``path``: a kill leaves
+    either the old file or the new one, never half of one (same folder, so the rename is atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=_jsonable)
-            f.write("\n")
-            f.flush()
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    text = json.dumps(data, indent=2, default=_jsonable) + "\n"
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def _jsonable(value: Any):
