@@ -3,7 +3,9 @@
 ``python scripts/reproduce.py mnist`` (claim 1: CE vs BCE on MNIST / Fashion-MNIST) and
 ``python scripts/reproduce.py multilabel`` (claim 2). The protocol lives in
 ``configs/experiment/reproduce_<name>.yaml`` under ``reproduce:``; the rest of that file is an ordinary
-Hydra experiment that every run is composed with. Steps:
+Hydra experiment that every run is composed with. ``--profile cpu`` (``reproduce.cpu:``) and
+``--profile quick`` (``reproduce.quick:``) replace some of its keys: smaller runs sized for a 2-core CPU
+(under an hour per claim) and for smoke tests (seconds). Steps:
 
 1. **tune** -- each strategy whose ``lr`` is ``tuned`` trains once per rate of its optimizer's grid with
    ``tune_seed``; the rate with the best final ``select_by`` value on the validation split wins (ties: the
@@ -25,6 +27,7 @@ import logging
 import math
 import os
 import platform
+import resource
 import shutil
 import sys
 import time
@@ -45,6 +48,7 @@ from lossbench.summary import read_summary, write_json_atomic, write_summary
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"
 PRESETS = ("mnist", "multilabel")
+PROFILES = ("full", "cpu", "quick")  # full: the protocol as written; cpu / quick: its reproduce.<profile> keys
 DONE = ("completed", "diverged")
 # metric -> (column title, display scale, decimals); differences use the same scale
 METRICS = {
@@ -95,16 +99,22 @@ class Protocol:
     strategies: dict[str, Strategy]
     table_metrics: list[str]
     comparisons: list[dict[str, str]]
-    overrides: list[str] = field(default_factory=list)  # extra training overrides (quick mode)
+    profile: str = "full"
+    overrides: list[str] = field(default_factory=list)  # extra training overrides of the profile
     missing: list[str] = field(default_factory=list)  # what this checkout lacks, reported as such
 
 
-def load_protocol(preset: str, quick: bool = False) -> Protocol:
+def load_protocol(preset: str, quick: bool = False, profile: str | None = None) -> Protocol:
+    """The protocol of ``preset``; ``profile`` cpu/quick (``quick=True`` is ``profile="quick"``) replaces
+    the keys its ``reproduce.<profile>`` section gives."""
+    profile = profile or ("quick" if quick else "full")
     if preset not in PRESETS:
         raise ConfigError(f"preset {preset!r} is unknown; available: {', '.join(PRESETS)}")
+    if profile not in PROFILES:
+        raise ConfigError(f"--profile={profile!r} is invalid; allowed: {', '.join(PROFILES)}")
     spec = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "experiment" / f"reproduce_{preset}.yaml").reproduce)
-    if quick:
-        spec.update(spec.get("quick", {}))
+    if profile != "full":
+        spec.update(spec.get(profile, {}))
         names = set(spec.get("strategies") or {}) | {f"{lo}+{o}" for lo in spec.get("losses") or {}
                                                      for o in spec.get("optimizers") or []}
         spec["comparisons"] = [c for c in spec["comparisons"] if {c["a"], c["b"]} <= names]
@@ -119,8 +129,8 @@ def load_protocol(preset: str, quick: bool = False) -> Protocol:
         preset=preset, title=spec["title"], claim_text=spec.get("claim_text", ""), datasets=spec["datasets"],
         models=spec["models"], seeds=list(spec["seeds"]), tune_seed=spec["tune_seed"],
         select_by=spec["select_by"], lr_grid=spec["lr_grid"], strategies=strategies,
-        table_metrics=spec["table_metrics"], comparisons=spec["comparisons"],
-        overrides=list(spec.get("overrides", [])) if quick else [],
+        table_metrics=spec["table_metrics"], comparisons=spec["comparisons"], profile=profile,
+        overrides=list(spec.get("overrides", [])) if profile != "full" else [],
     )
     drop_unavailable(protocol)
     return protocol
@@ -198,7 +208,7 @@ def is_done(run_dir: Path) -> bool:
 
 
 def run_jobs(jobs: list[Job], protocol: Protocol, runs: Path, device: str, n_jobs: int,
-             data_root: str | None, title: str) -> int:
+             data_root: str | None, title: str, threads: int) -> int:
     """Train the jobs whose run directory has no finished summary; return how many were trained."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -206,7 +216,6 @@ def run_jobs(jobs: list[Job], protocol: Protocol, runs: Path, device: str, n_job
     todo = [j for j in {j.key: j for j in jobs}.values() if not is_done(runs / j.key)]
     for job in todo:  # a half-written run from a killed reproduction starts over
         shutil.rmtree(runs / job.key, ignore_errors=True)
-    threads = max(1, (os.cpu_count() or 1) // n_jobs)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task(f"{title}: {len({j.key for j in jobs}) - len(todo)} done before", total=len(todo))
@@ -335,6 +344,11 @@ DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "synthetic
 def fmt(metric: str, value: float, signed: bool = False) -> str:
     _, scale, digits = METRICS.get(metric, (metric, 1, 4))
     return f"{value * scale:{'+' if signed else ''}.{digits}f}"
+
+
+def duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 def fmt_p(p: float) -> str:
@@ -482,11 +496,21 @@ def write_report(protocol: Protocol, rows: list[dict], chosen: dict, results: li
 
     md = [f"# {protocol.title}", "", protocol.claim_text, "",
           f"- command: `{context['command']}`", f"- machine: {context['machine']}",
-          f"- date (UTC): {context['date']}", f"- lossbench commit: {context['git_commit'] or 'unknown (the checkout it ran in had no git metadata)'}",
+          f"- date (UTC): {context['date']}",
+          f"- lossbench commit: {context['git_commit'] or 'unknown (the checkout it ran in had no git metadata)'}",
+          f"- wall time: {duration(context['wall_time_s'])} from start to report, {context['trained_now']} runs "
+          f"trained by this command, {context['jobs']} at a time with {context['threads']} torch thread(s) each; "
+          f"{context['cpu_time_s']:.0f} CPU seconds (user + system, all processes); load average (1 min) "
+          f"{context['load_average']['start']} at the start, {context['load_average']['end']} at the end",
           f"- runs: {len(rows)} seed runs + {sum(len(v['scores']) for v in chosen.values())} tuning runs; "
           f"seeds {protocol.seeds}; rates chosen by final {protocol.select_by} with seed {protocol.tune_seed}",
           f"- training settings: `configs/experiment/reproduce_{protocol.preset}.yaml`"
+          + (f", profile `{protocol.profile}` (its `reproduce.{protocol.profile}` keys)" if protocol.profile != "full"
+             else "")
           + (f" + `{' '.join(protocol.overrides)}`" if protocol.overrides else ""),
+          "- per dataset / model overrides: " + "; ".join(
+              f"{name}: `{' '.join(o)}`" for name, o in {**protocol.datasets, **protocol.models}.items() if o)
+          if any({**protocol.datasets, **protocol.models}.values()) else "- per dataset / model overrides: none",
           "- statistics: mean ± sample std over seeds; paired difference a − b per seed with a Student-t 95% CI; "
           "two-sided paired t-test and Wilcoxon signed-rank test; verdict on the stated claim: *supported* / "
           "*contradicted* when both p < 0.05, else *no significant difference* (`lossbench/stats.py`)."]
@@ -512,12 +536,12 @@ def write_report(protocol: Protocol, rows: list[dict], chosen: dict, results: li
 
 
 def repeat_check(jobs: list[Job], protocol: Protocol, runs: Path, device: str, n_jobs: int,
-                 data_root: str | None, count: int) -> dict[str, Any]:
+                 data_root: str | None, count: int, threads: int) -> dict[str, Any]:
     """Train the first ``count`` seed runs again in a fresh folder and compare every test metric."""
     picked = sorted(jobs, key=lambda j: j.key)[:count]
     again = runs / "repeat-check"
     shutil.rmtree(again, ignore_errors=True)
-    run_jobs(picked, protocol, again, device, n_jobs, data_root, "repeat check")
+    run_jobs(picked, protocol, again, device, n_jobs, data_root, "repeat check", threads)
     differing = []
     for job in picked:
         first, second = read_summary(runs / job.key)["metrics"], read_summary(again / job.key)["metrics"]
@@ -530,9 +554,20 @@ def repeat_check(jobs: list[Job], protocol: Protocol, runs: Path, device: str, n
     return {"runs": [j.key for j in picked], "differing": differing, "text": text}
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (the worker processes)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def reproduce(preset: str, out: Path, runs: Path, device: str = "auto", n_jobs: int | None = None,
               quick: bool = False, data_root: str | None = None, repeat: int = 0,
-              command: str | None = None) -> dict[str, Any]:
+              command: str | None = None, profile: str | None = None, commit: str | None = None) -> dict[str, Any]:
+    """Run the protocol of ``preset`` (profile full/cpu/quick) and write its report to ``out``.
+
+    Default parallelism: up to 8 runs at a time on a GPU; on a CPU one run per core with one torch thread
+    each (the quick profile: one run, in this process). A loaded 2-core machine runs two single-threaded
+    runs far faster than one two-threaded run, whose threads wait on each other."""
     import torch
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, inherited by workers
@@ -540,29 +575,37 @@ def reproduce(preset: str, out: Path, runs: Path, device: str = "auto", n_jobs: 
         device = "gpu" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "gpu"):
         raise ConfigError(f"--device={device!r} is invalid; allowed: cpu, gpu, auto")
-    n_jobs = n_jobs or (min(8, os.cpu_count() or 1) if device == "gpu" else 1)
-    protocol = load_protocol(preset, quick)
-    start = time.perf_counter()
+    protocol = load_protocol(preset, quick, profile)
+    cores = os.cpu_count() or 1
+    n_jobs = n_jobs or (min(8, cores) if device == "gpu" else 1 if protocol.profile == "quick" else cores)
+    threads = max(1, cores // n_jobs)
+    start, cpu_start, load_start = time.perf_counter(), cpu_seconds(), os.getloadavg()[0]
     # loads every dataset once here first, so parallel workers find the decompressed files ready
     sizes = test_sizes(protocol, data_root)
     tuning = tuning_jobs(protocol)
-    trained = run_jobs([j for js in tuning.values() for j in js], protocol, runs, device, n_jobs, data_root, "tune")
+    trained = run_jobs([j for js in tuning.values() for j in js], protocol, runs, device, n_jobs, data_root,
+                       "tune", threads)
     chosen = choose_rates(protocol, tuning, runs)
     jobs = seed_jobs(protocol, chosen)
-    trained += run_jobs(jobs, protocol, runs, device, n_jobs, data_root, "seeds")
+    trained += run_jobs(jobs, protocol, runs, device, n_jobs, data_root, "seeds", threads)
     context = {
-        "preset": preset, "quick": quick, "device": device, "jobs": n_jobs,
-        "command": command or f"python scripts/reproduce.py {preset}" + (" --quick" if quick else ""),
+        "preset": preset, "profile": protocol.profile, "quick": protocol.profile == "quick", "device": device,
+        "jobs": n_jobs, "threads": threads,
+        "command": command or f"python scripts/reproduce.py {preset}" + (
+            f" --profile {protocol.profile}" if protocol.profile != "full" else ""),
         "machine": machine(device), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "git_commit": next((read_summary(runs / j.key).get("git_commit") for j in jobs
-                            if (runs / j.key / "summary.json").exists()), None),
+        "git_commit": commit or os.environ.get("LOSSBENCH_COMMIT") or next(
+            (read_summary(runs / j.key).get("git_commit") for j in jobs if (runs / j.key / "summary.json").exists()),
+            None),
         "trained_now": trained, "wall_time_s": None, "missing": protocol.missing,
     }
     if repeat:
-        context["repeat_check"] = repeat_check(jobs, protocol, runs, device, n_jobs, data_root, repeat)
+        context["repeat_check"] = repeat_check(jobs, protocol, runs, device, n_jobs, data_root, repeat, threads)
     rows = collect(jobs, runs, sizes)
     results = analyse(protocol, rows)
     context["wall_time_s"] = round(time.perf_counter() - start, 1)
+    context["cpu_time_s"] = round(cpu_seconds() - cpu_start, 1)
+    context["load_average"] = {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)}
     report = write_report(protocol, rows, chosen, results, out, context)
     return {"report": report, "trained": trained, "results": results, "rows": rows, "chosen": chosen,
             "context": context}
@@ -571,24 +614,34 @@ def reproduce(preset: str, out: Path, runs: Path, device: str = "auto", n_jobs: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("preset", choices=PRESETS, help="mnist: claim 1 (CE vs BCE); multilabel: claim 2")
-    parser.add_argument("--quick", action="store_true", help="tiny settings (seconds), for tests and smoke runs")
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="full (default): the protocol as written; cpu: sized for < 1 hour per claim on "
+                             "2 CPU cores; quick: tiny settings (seconds)")
+    parser.add_argument("--quick", action="store_true", help="same as --profile quick")
     parser.add_argument("--out", type=Path, help="report folder (default reports/reproduce_<preset>)")
     parser.add_argument("--runs", type=Path, help="run folder, reused to resume (default runs/reproduce_<preset>)")
     parser.add_argument("--device", default="auto", help="cpu, gpu or auto (default)")
-    parser.add_argument("--jobs", type=int, help="runs trained at once (default 1 on CPU, up to 8 on a GPU)")
+    parser.add_argument("--jobs", type=int, help="runs trained at once (default: one per CPU core, one torch "
+                                                 "thread each; up to 8 on a GPU; 1 with --profile quick)")
     parser.add_argument("--data-root", help="folder holding MNIST/raw and FashionMNIST/raw (default $LOSSBENCH_DATA)")
     parser.add_argument("--repeat-check", type=int, default=0, metavar="N",
                         help="train the first N seed runs again and report whether every metric is identical")
+    parser.add_argument("--commit", help="the lossbench commit to state in the report (default $LOSSBENCH_COMMIT, "
+                                         "else the one the runs recorded)")
     args = parser.parse_args(argv)
-    suffix = f"reproduce_{args.preset}" + ("_quick" if args.quick else "")
-    out = args.out or (REPO / "reports" / suffix if not args.quick else REPO / "runs" / suffix / "report")
+    if args.quick and args.profile not in (None, "quick"):
+        print(f"error: --quick contradicts --profile {args.profile}; give one of them", file=sys.stderr)
+        return 2
+    profile = "quick" if args.quick else args.profile or "full"
+    suffix = f"reproduce_{args.preset}" + ("" if profile == "full" else f"_{profile}")
+    out = args.out or (REPO / "runs" / suffix / "report" if profile == "quick" else REPO / "reports" / suffix)
     runs = args.runs or REPO / "runs" / suffix
     command = "python scripts/reproduce.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
     try:
         if args.jobs is not None and args.jobs < 1:
             raise ConfigError(f"--jobs={args.jobs} is invalid; allowed: an integer >= 1")
-        result = reproduce(args.preset, out, runs, args.device, args.jobs, args.quick, args.data_root,
-                           args.repeat_check, command)
+        result = reproduce(args.preset, out, runs, args.device, args.jobs, False, args.data_root,
+                           args.repeat_check, command, profile, args.commit)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
