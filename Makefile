@@ -50,8 +50,9 @@ bench: $(STAMP)  ## performance on this machine (CPU, or the GPU when there is o
 	$(PY) scripts/benchmark.py $(ARGS)
 
 .PHONY: reproduce reproduce-multilabel
+# PROFILE=cpu: each claim sized for < 1 hour on 2 CPU cores -> reports/reproduce_<claim>_cpu/ (default: the full protocol)
 reproduce: $(STAMP)  ## issue 10, claim 1: CE vs BCE on MNIST + Fashion-MNIST, 10 seeds, paired stats -> reports/reproduce_mnist/
-	$(PY) scripts/reproduce.py mnist $(ARGS)
+	$(PY) scripts/reproduce.py mnist $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
 
 reproduce-multilabel: $(STAMP)  ## issue 10, claim 2: multi-label losses x Adam/Adadelta, 6 seeds -> reports/reproduce_multilabel/
-	$(PY) scripts/reproduce.py multilabel $(ARGS)
+	$(PY) scripts/reproduce.py multilabel $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
