@@ -8,7 +8,7 @@ import json
 import pytest
 
 from lossbench import losses
-from lossbench.reproduce import load_protocol, main, reproduce
+from lossbench.reproduce import CONFIG_DIR, job_overrides, load_protocol, main, reproduce, seed_jobs
 from lossbench.stats import paired_test
 
 
@@ -20,11 +20,14 @@ def _rows(report_dir):
 @pytest.mark.slow
 def test_quick_mnist_reproduction_reports_resumes_and_repeats_exactly(mnist_root, tmp_path):
     out, runs = tmp_path / "report", tmp_path / "runs"
-    first = reproduce("mnist", out, runs, device="cpu", n_jobs=1, quick=True, data_root=str(mnist_root))
+    first = reproduce("mnist", out, runs, device="cpu", n_jobs=1, quick=True, data_root=str(mnist_root),
+                      commit="abc1234")
     # 2 losses x 2 rates tuned; 3 strategies x 2 seeds, one of which may share the tuned runs' configuration
     assert 8 <= first["trained"] <= 10
     text = (out / "report.md").read_text()
     assert "## MNIST, mlp" in text and "Rate tuning (validation split)" in text
+    assert "- lossbench commit: abc1234" in text
+    assert "10 runs trained by this command, 1 at a time" in text or "9 runs trained by this command" in text
     for name in ("runs.csv", "results.json", "per_seed_mnist.png", "differences.png"):
         assert (out / name).stat().st_size > 0, name
 
@@ -89,3 +92,41 @@ def test_cli_rejects_bad_options_with_one_line(capsys, tmp_path):
     assert capsys.readouterr().err.strip() == "error: --jobs=0 is invalid; allowed: an integer >= 1"
     assert main(["mnist", "--device", "tpu", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == "error: --device='tpu' is invalid; allowed: cpu, gpu, auto"
+
+
+def _compose(overrides):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def test_cpu_profiles_keep_the_issues_requirements_and_compose():
+    full, cpu = load_protocol("mnist"), load_protocol("mnist", profile="cpu")
+    assert set(cpu.datasets) == {"mnist", "fashion_mnist"} and set(cpu.models) == {"cnn", "mlp"}
+    assert len(cpu.seeds) >= 10 and cpu.tune_seed not in cpu.seeds and len(cpu.lr_grid["adam"]) >= 3
+    assert cpu.strategies == full.strategies and cpu.comparisons == full.comparisons
+    assert {"ce_tuned", "bce_tuned", "ce_same", "bce_same", "bce_sum_classes"} <= set(cpu.strategies)
+    jobs = {(j.dataset, j.model): j for j in seed_jobs(cpu, {})}
+    cnn = _compose(job_overrides(cpu, jobs["fashion_mnist", "cnn"], "cpu", None))
+    mlp = _compose(job_overrides(cpu, jobs["mnist", "mlp"], "cpu", None))
+    assert (cnn.model.channels, cnn.data.train_size, cnn.data.test_size, cnn.trainer.max_epochs) == ([8, 16], 4000, 5000, 3)
+    assert (mlp.model.hidden, mlp.data.train_size, mlp.trainer.max_epochs) == ([256, 256], 4000, 3)
+    assert cnn.trainer.accelerator == "cpu" and cnn.trainer.deterministic
+
+    full, cpu = load_protocol("multilabel"), load_protocol("multilabel", profile="cpu")
+    assert set(cpu.datasets) == {"synthetic", "mnist_multi"} and len(cpu.seeds) >= 3
+    assert cpu.strategies == full.strategies and cpu.comparisons == full.comparisons
+    assert {s.optimizer for s in cpu.strategies.values()} == {"adam", "adadelta"}
+    assert {s.loss for s in cpu.strategies.values()} >= {"bce_with_logits", "bce_manual", "abs_kl", "cross_entropy",
+                                                          "partition_softmax"}
+    job = next(j for j in seed_jobs(cpu, {}) if j.dataset == "mnist_multi")
+    multi = _compose(job_overrides(cpu, job, "cpu", None))
+    assert (multi.data.train_size, multi.data.test_size, multi.trainer.max_epochs) == (4000, 3000, 4)
+
+
+def test_cli_rejects_quick_with_another_profile(capsys, tmp_path):
+    assert main(["mnist", "--quick", "--profile", "cpu", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == "error: --quick contradicts --profile cpu; give one of them"
