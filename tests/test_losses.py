@@ -381,7 +381,7 @@ def test_non_finite_loss_marks_the_run_diverged_and_the_fused_form_completes(tmp
     blowup = ["optimizer=sgd", "optimizer.lr=1000.0", "trainer.limit_train_batches=8", *TINY_SYNTHETIC, *TINY]
     naive = train(compose_config(["loss=bce_manual", "loss.eps=0.0", *blowup]), tmp_path / "naive")
     assert naive["status"] == "diverged" and naive["metrics"] == {}
-    assert naive["divergence"]["step"] >= 0 and not np.isfinite(naive["divergence"]["loss"])
+    assert naive["divergence"]["step"] >= 0 and not np.isfinite(float(naive["divergence"]["loss"]))
     fused = train(compose_config(["loss=bce_with_logits", *blowup]), tmp_path / "fused")
     assert fused["status"] == "completed" and fused["metrics"]
 

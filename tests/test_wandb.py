@@ -4,7 +4,10 @@ protobuf classes (wandb 0.31 ships no Python reader; format: /work/shared/notes/
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 from lossbench.errors import ConfigError
 from lossbench.loggers import resolve_wandb_mode, wandb_api_key_configured
 
-from conftest import TINY, TINY_SYNTHETIC, compose_config, run_cli
+from conftest import TINY, TINY_SYNTHETIC, run_cli
 
 FAKE_KEY = "lbfake" + "0123456789abcdef" * 2 + "xx"  # 40 characters, never valid anywhere
 BLOCK = 32 * 1024  # LevelDB log block size
@@ -160,25 +163,34 @@ def test_sweep_logs_one_finished_offline_run_per_job(tmp_path):
     assert len(run_ids) == 2
 
 
+CRASHING_RUN = """
+import sys, wandb
+from lossbench.module import LossModule
+from lossbench.train import train
+from conftest import compose_config
+
+def fail(self, batch, batch_idx):  # a fault injected into a real run, after its W&B run has started
+    raise RuntimeError("injected failure")
+
+LossModule.training_step = fail
+try:
+    train(compose_config(sys.argv[2:]), __import__("pathlib").Path(sys.argv[1]))
+except RuntimeError as err:
+    assert "injected failure" in str(err), err
+    assert wandb.run is None, "a W&B run was left open for the next job"
+    print("CRASHED AS EXPECTED")
+"""
+
+
 @pytest.mark.slow
-def test_a_crashing_run_is_finished_as_failed_and_leaks_into_nothing(tmp_path, monkeypatch):
-    import wandb
-
-    from lossbench.module import LossModule
-    from lossbench.train import train
-
+def test_a_crashing_run_is_finished_as_failed_and_leaks_into_nothing(tmp_path):
+    # in its own process: wandb keeps process-wide state that other tests in a worker must not share
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(Path(__file__).parent)}
     for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        monkeypatch.setenv(name, str(tmp_path / name.lower()))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-
-    def fail(self, batch, batch_idx):  # a fault injected into a real run, after its W&B run has started
-        raise RuntimeError("injected failure")
-
-    monkeypatch.setattr(LossModule, "training_step", fail)
-    cfg = compose_config(["logger=wandb", "logger.group=crash", *TINY_SYNTHETIC, *TINY])
-    with pytest.raises(RuntimeError, match="injected failure"):
-        train(cfg, tmp_path)
-    assert wandb.run is None  # nothing left open for the next job
+        env[name] = str(tmp_path / name.lower())
+    result = subprocess.run([sys.executable, "-c", CRASHING_RUN, str(tmp_path), "logger=wandb", "logger.group=crash",
+                             *TINY_SYNTHETIC, *TINY], env=env, capture_output=True, text=True, timeout=300)
+    assert "CRASHED AS EXPECTED" in result.stdout, result.stderr[-3000:]
     [run_file] = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
     run = read_wandb_run(run_file)
     assert (run["group"], run["exit_code"], run["summary"]["status"]) == ("crash", 1, "failed")
