@@ -411,8 +411,8 @@ def write_member(m: Member, member_dir: Path, metrics: dict, optimizer_state: di
         "versions": versions(),
         "git_commit": git_commit(),
     }
-    if m.divergence:
-        summary["divergence"] = m.divergence
+    if m.divergence:  # the loss as text, as train() stores it: JSON has no NaN or inf
+        summary["divergence"] = {"step": m.divergence["step"], "loss": str(m.divergence["loss"])}
     write_summary(member_dir, summary)
     for logger in loggers:
         logger.finalize("success")
