@@ -380,7 +380,7 @@ def write_member(m: Member, member_dir: Path, metrics: dict, optimizer_state: di
 
     from lossbench.config import redact_secrets
     from lossbench.loggers import build_loggers, finish_loggers
-    from lossbench.summary import git_commit, versions, write_summary
+    from lossbench.summary import git_commit, versions, write_atomic, write_summary
 
     loggers = build_loggers(m.cfg, member_dir)  # first: Lightning's CSVLogger warns about a non-empty folder
     for logger in loggers:
@@ -397,8 +397,7 @@ def write_member(m: Member, member_dir: Path, metrics: dict, optimizer_state: di
             "state_dict": m.module.state_dict(), "hyper_parameters": dict(m.module.hparams),
             "optimizer_states": [optimizer_state], "lr_schedulers": [],
         }
-        (member_dir / "checkpoints").mkdir(exist_ok=True)
-        torch.save(checkpoint, member_dir / "checkpoints" / "last.ckpt")
+        write_atomic(member_dir / "checkpoints" / "last.ckpt", lambda tmp: torch.save(checkpoint, tmp))
     summary = {
         "status": "diverged" if m.divergence else "completed",
         "config": redact_secrets(OmegaConf.to_container(m.cfg, resolve=True)),
