@@ -41,7 +41,7 @@ class LossModule(L.LightningModule):
         loss: dict[str, Any],
         optimizer: dict[str, Any],
         normalization: dict[str, Any] | None = None,
-        divergence_check_every: int = 1,
+        divergence_check_every: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -61,7 +61,7 @@ class LossModule(L.LightningModule):
         self.register_buffer("input_std", torch.tensor(norm["std"]).view(shape), persistent=False)
         self.val_metrics = nn.ModuleDict(build_metrics(task, num_classes))
         self.test_metrics = nn.ModuleDict(build_metrics(task, num_classes))
-        self.divergence_check_every = max(1, divergence_check_every)
+        self.divergence_check_every = divergence_check_every  # None: every step on CPU, every 50 on a GPU
         self.register_buffer("first_bad_step", torch.tensor(-1), persistent=False)
         self.register_buffer("first_bad_loss", torch.tensor(0.0), persistent=False)
         self.divergence: dict[str, float] | None = None
@@ -91,6 +91,11 @@ class LossModule(L.LightningModule):
         self._watch_divergence(loss.detach())
         return loss
 
+    def on_fit_start(self) -> None:
+        if self.divergence_check_every is None:
+            self.divergence_check_every = 1 if self.device.type == "cpu" else 50
+        self.divergence_check_every = max(1, int(self.divergence_check_every))
+
     def _watch_divergence(self, loss: torch.Tensor) -> None:
         # Record the first non-finite loss on the device; look at it (a host sync) only every
         # ``divergence_check_every`` steps so GPU runs are not synchronised each step.
@@ -113,12 +118,13 @@ class LossModule(L.LightningModule):
     def _eval_step(self, batch, metrics: nn.ModuleDict, stage: str) -> None:
         x, y = batch
         raw = self(x)
-        self.log(f"{stage}/loss", self.compute_loss(raw, y), on_epoch=True, batch_size=len(y))
+        self.log(f"{stage}/loss", self.compute_loss(raw, y), on_epoch=True, batch_size=len(y), sync_dist=True)
         update_metrics(metrics, self.task, self.head.probabilities(raw, self.task),
                        self.head.decide(raw, self.task), self.head.decide(raw, "multilabel"), y)
 
     def _log_metrics(self, metrics: nn.ModuleDict, stage: str) -> None:
-        self.log_dict({f"{stage}/{name}": m.compute() for name, m in metrics.items()})
+        # compute() already gathers every rank's state; sync_dist only marks the values as global
+        self.log_dict({f"{stage}/{name}": m.compute() for name, m in metrics.items()}, sync_dist=True)
         for m in metrics.values():
             m.reset()
 

@@ -49,7 +49,7 @@ def build_module(cfg: DictConfig, dm):
             task=dm.task, num_classes=dm.num_classes, input_shape=list(dm.input_shape),
             model=plain(cfg.model), head=plain(cfg.head), loss=plain(cfg.loss), optimizer=plain(cfg.optimizer),
             normalization=vars(dm.normalization),
-            divergence_check_every=cfg.trainer.get("divergence_check_every", 1),
+            divergence_check_every=cfg.trainer.get("divergence_check_every"),
         )
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err).splitlines()[0]) from None
@@ -88,9 +88,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list, extra_callbacks
 
 
 def print_results(summary: dict[str, Any], run_dir: Path) -> None:
+    from lightning.pytorch.utilities import rank_zero_only
     from rich.console import Console
     from rich.table import Table
 
+    if rank_zero_only.rank != 0:  # DDP: one table, from rank 0
+        return
     console = Console()
     table = Table(title=f"{summary['config']['run_name']} -- {summary['status']}")
     table.add_column("metric")
