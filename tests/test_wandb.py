@@ -1,5 +1,5 @@
 """W&B: real offline runs of a real 2-job sweep, read back from the ``.wandb`` files with wandb's own
-protobuf classes (wandb 0.31 ships no Python reader; format: /work/shared/notes/wandb-offline.md)."""
+protobuf classes (wandb 0.31 ships no Python reader; format: ../shared/notes/wandb-offline.md)."""
 
 from __future__ import annotations
 
