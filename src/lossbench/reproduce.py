@@ -43,7 +43,7 @@ from omegaconf import OmegaConf
 
 from lossbench.errors import ConfigError, UserError
 from lossbench.stats import mean_std, paired_test, verdict
-from lossbench.summary import read_summary, write_json_atomic, write_summary
+from lossbench.summary import git_commit, read_summary, write_json_atomic, write_summary
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"
@@ -580,6 +580,8 @@ def reproduce(preset: str, out: Path, runs: Path, device: str = "auto", n_jobs: 
     n_jobs = n_jobs or (min(8, cores) if device == "gpu" else 1 if protocol.profile == "quick" else cores)
     threads = max(1, cores // n_jobs)
     start, cpu_start, load_start = time.perf_counter(), cpu_seconds(), os.getloadavg()[0]
+    # the code this command runs: the checkout at its start (later commits by others do not change it)
+    start_commit = commit or os.environ.get("LOSSBENCH_COMMIT") or git_commit()
     # loads every dataset once here first, so parallel workers find the decompressed files ready
     sizes = test_sizes(protocol, data_root)
     tuning = tuning_jobs(protocol)
@@ -594,7 +596,7 @@ def reproduce(preset: str, out: Path, runs: Path, device: str = "auto", n_jobs: 
         "command": command or f"python scripts/reproduce.py {preset}" + (
             f" --profile {protocol.profile}" if protocol.profile != "full" else ""),
         "machine": machine(device), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "git_commit": commit or os.environ.get("LOSSBENCH_COMMIT") or next(
+        "git_commit": start_commit or next(
             (read_summary(runs / j.key).get("git_commit") for j in jobs if (runs / j.key / "summary.json").exists()),
             None),
         "trained_now": trained, "wall_time_s": None, "missing": protocol.missing,
