@@ -141,26 +141,34 @@ def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> di
         results = trainer.test(module, datamodule=dm, verbose=False)
         metrics = {k: finite_or_none(v) for k, v in results[0].items()}
         metrics.update(evaluate_decision_rules(cfg, trainer, module, dm, run_dir))
-    summary = {
-        "status": "diverged" if module.divergence else "completed",
-        "config": redact_secrets(OmegaConf.to_container(cfg, resolve=True)),
-        "task": dm.task,
-        "metrics": metrics,
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "wall_time_s": round(time.perf_counter() - start, 3),
-        "run_dir": str(run_dir),
-        "versions": versions(),
-        "git_commit": git_commit(),
-    }
-    if module.divergence:
-        # the loss as text ("nan", "inf"): JSON has no non-finite numbers
-        summary["divergence"] = {"step": module.divergence["step"], "loss": str(module.divergence["loss"])}
+    summary = run_summary(cfg, dm.task, metrics, trainer.current_epoch, trainer.global_step,
+                          time.perf_counter() - start, run_dir, module.divergence)
     if resume_from is not None:
         summary["resumed_from"] = str(resume_from)
     if trainer.is_global_zero:
         write_summary(run_dir, summary)
     finish_loggers(loggers, summary)  # W&B: final summary, run closed before the next sweep job
+    return summary
+
+
+def run_summary(cfg: DictConfig, task: str, metrics: dict[str, Any], epochs: int, global_step: int,
+                wall_time_s: float, run_dir: Path, divergence: dict[str, float] | None) -> dict[str, Any]:
+    """The ``summary.json`` of a trained run (``train()`` and each vectorised member write the same)."""
+    summary = {
+        "status": "diverged" if divergence else "completed",
+        "config": redact_secrets(OmegaConf.to_container(cfg, resolve=True)),
+        "task": task,
+        "metrics": metrics,
+        "epochs": epochs,
+        "global_step": global_step,
+        "wall_time_s": round(wall_time_s, 3),
+        "run_dir": str(run_dir),
+        "versions": versions(),
+        "git_commit": git_commit(),
+    }
+    if divergence:
+        # the loss as text ("nan", "inf"): JSON has no non-finite numbers
+        summary["divergence"] = {"step": divergence["step"], "loss": str(divergence["loss"])}
     return summary
 
 

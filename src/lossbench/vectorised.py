@@ -210,7 +210,7 @@ class MemberStack:
         per_epoch = batch_limit(t.get("limit_train_batches"), len(self.members[0].sampler))
         max_steps = t.get("max_steps") if t.get("max_steps") not in (None, -1) else None
         log_every = t.get("log_every_n_steps") or 50
-        check_every = max(1, t.get("divergence_check_every") or 1)
+        check_every = t.get("divergence_check_every") or (1 if self.device.type == "cpu" else 50)  # as LossModule
         clip = t.get("gradient_clip_val")
         first_bad_step = torch.full((len(self),), -1, device=self.device)
         first_bad_loss = torch.zeros(len(self), device=self.device, dtype=self.dtype)
@@ -324,7 +324,9 @@ def train_members(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     ``run_dir/<member run_name>/summary.json``)."""
     import lightning as L
 
-    from lossbench.config import check_combination, validate
+    from lossbench.config import validate
+    from lossbench.decisions import evaluate_decision_rules
+    from lossbench.summary import finite_or_none
     from lossbench.train import build_datamodule
 
     start = time.perf_counter()
@@ -336,7 +338,6 @@ def train_members(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
             validate(member, dm.task)
         except ConfigError as err:
             raise ConfigError(f"member seed={member.seed} loss={member.loss.name}: {err}") from None
-        check_combination(dm.task, member.head.name, member.loss.name)
     dm.setup("fit")
     device = pick_device(cfg.trainer.get("accelerator"))
     stack = MemberStack(cfgs, dm, device, DTYPES[str(cfg.trainer.get("precision", "32-true"))])
@@ -353,24 +354,11 @@ def train_members(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
         metrics: dict[str, Any] = {}
         if m.active:
             m.history.append((m.global_step, {**tests[i], "epoch": m.epochs}))
-            metrics = finite_metrics(tests[i])
-            metrics.update(decision_rule_metrics(m, eval_trainer, dm, member_dir))
+            metrics = {k: finite_or_none(v) for k, v in tests[i].items()}
+            metrics.update(evaluate_decision_rules(m.cfg, eval_trainer, m.module, dm, member_dir))
         summaries.append(write_member(m, member_dir, metrics, stack.optimizer_state(i), dm.task,
                                       time.perf_counter() - start))
     return summaries
-
-
-def finite_metrics(values: dict[str, float]) -> dict[str, float | None]:
-    from lossbench.summary import finite_or_none
-
-    return {k: finite_or_none(v) for k, v in values.items()}
-
-
-def decision_rule_metrics(member: Member, trainer, dm, member_dir: Path) -> dict[str, float]:
-    """The separate run's ``test/rule/...`` entries and ``thresholds.json`` (lossbench.decisions)."""
-    from lossbench.decisions import evaluate_decision_rules
-
-    return evaluate_decision_rules(member.cfg, trainer, member.module, dm, member_dir)
 
 
 def write_member(m: Member, member_dir: Path, metrics: dict, optimizer_state: dict, task: str,
@@ -378,9 +366,9 @@ def write_member(m: Member, member_dir: Path, metrics: dict, optimizer_state: di
     """Everything a separate run leaves in its directory: logs, checkpoint, config, summary."""
     import lightning as L
 
-    from lossbench.config import redact_secrets
     from lossbench.loggers import build_loggers, finish_loggers
-    from lossbench.summary import git_commit, versions, write_atomic, write_summary
+    from lossbench.summary import write_atomic, write_summary
+    from lossbench.train import run_summary
 
     loggers = build_loggers(m.cfg, member_dir)  # first: Lightning's CSVLogger warns about a non-empty folder
     for logger in loggers:
@@ -398,20 +386,7 @@ def write_member(m: Member, member_dir: Path, metrics: dict, optimizer_state: di
             "optimizer_states": [optimizer_state], "lr_schedulers": [],
         }
         write_atomic(member_dir / "checkpoints" / "last.ckpt", lambda tmp: torch.save(checkpoint, tmp))
-    summary = {
-        "status": "diverged" if m.divergence else "completed",
-        "config": redact_secrets(OmegaConf.to_container(m.cfg, resolve=True)),
-        "task": task,
-        "metrics": metrics,
-        "epochs": m.epochs,
-        "global_step": m.global_step,
-        "wall_time_s": round(wall_time_s, 3),
-        "run_dir": str(member_dir),
-        "versions": versions(),
-        "git_commit": git_commit(),
-    }
-    if m.divergence:  # the loss as text, as train() stores it: JSON has no NaN or inf
-        summary["divergence"] = {"step": m.divergence["step"], "loss": str(m.divergence["loss"])}
+    summary = run_summary(m.cfg, task, metrics, m.epochs, m.global_step, wall_time_s, member_dir, m.divergence)
     write_summary(member_dir, summary)
     for logger in loggers:
         logger.finalize("success")

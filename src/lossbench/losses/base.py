@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from lossbench.heads import TASKS
+from lossbench.heads import TASKS, get_head
 
 REDUCTIONS = ("mean", "sum", "none", "sum_classes")
 
@@ -60,8 +60,8 @@ def check_head(loss_name: str, head: str, allowed: tuple[str, ...]) -> None:
 
 
 def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
-    """Per-class probabilities of a sigmoid or softmax head (the loss-side twin of heads.py)."""
-    return torch.sigmoid(logits) if head == "sigmoid" else torch.softmax(logits, dim=1)
+    """Per-class probabilities of a sigmoid or softmax head, as the head itself defines them."""
+    return get_head(head).probabilities(logits, "multilabel")
 
 
 def one_minus_pt(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
