@@ -140,8 +140,7 @@ def bare_fit(cfg, dm, batches: int) -> float:
     import torch.nn.functional as F
 
     from lossbench.data.base import ShuffledBatches
-    from lossbench.models import build_model
-    from lossbench.module import OPTIMIZERS
+    from lossbench.models import OPTIMIZERS, build_model
 
     dev = device()
     torch.manual_seed(cfg.seed)

@@ -17,9 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from lossbench import data, decisions, losses
 from lossbench.errors import ConfigError
 from lossbench.heads import HEADS, TASKS, Z_ACTIVATIONS
-from lossbench.models import MODELS
-
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adadelta", "adagrad")
+from lossbench.models import MODELS, OPTIMIZERS
 
 
 def is_valid(task: str, head: str, loss: str) -> bool:
@@ -133,8 +131,6 @@ def validate_passed_keys(cfg: DictConfig) -> None:
     import lightning as L
     import torch
 
-    from lossbench.module import OPTIMIZERS as OPTIMIZER_CLASSES
-
     trainer_args = set(inspect.signature(L.Trainer.__init__).parameters) - {"self", *TRAINER_ARGS_SET_BY_LOSSBENCH}
     allowed = sorted(trainer_args | set(TRAINER_KEYS_OWN))
     for key in cfg.get("trainer") or {}:
@@ -145,7 +141,7 @@ def validate_passed_keys(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible here; allowed on this "
                           "machine: auto, cpu (or trainer=cpu)")
     name = cfg.optimizer.name
-    allowed = sorted(set(inspect.signature(OPTIMIZER_CLASSES[name]).parameters) - {"params"})
+    allowed = sorted(set(inspect.signature(OPTIMIZERS[name]).parameters) - {"params"})
     for key in cfg.optimizer:
         if key != "name" and key not in allowed:
             raise ConfigError(f"optimizer.{key} is not an argument of optimizer={name}; allowed: {', '.join(allowed)}")

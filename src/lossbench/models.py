@@ -1,13 +1,22 @@
-"""Models: an MLP and a small CNN. Both output raw scores, ``num_outputs`` of them."""
+"""Models (an MLP and a small CNN, both output raw scores, ``num_outputs`` of them) and the optimizers."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from math import prod
 
+import torch
 from torch import nn
 
 MODELS = ("mlp", "cnn")
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+    "adadelta": torch.optim.Adadelta,
+    "adagrad": torch.optim.Adagrad,
+}
 
 
 def mlp(input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int] = (256, 256), dropout: float = 0.0):

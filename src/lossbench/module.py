@@ -11,17 +11,8 @@ from torch import nn
 from lossbench.heads import get_head
 from lossbench.losses import get_loss
 from lossbench.metrics import build_metrics, update_metrics
-from lossbench.models import build_model
+from lossbench.models import OPTIMIZERS, build_model
 from lossbench.targets import prepare
-
-OPTIMIZERS = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-    "adadelta": torch.optim.Adadelta,
-    "adagrad": torch.optim.Adagrad,
-}
 
 
 class LossModule(L.LightningModule):

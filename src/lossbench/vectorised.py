@@ -152,7 +152,7 @@ class MemberStack:
     def __init__(self, cfgs: list[DictConfig], dm, device: torch.device, dtype: torch.dtype) -> None:
         import lightning as L
 
-        from lossbench.module import OPTIMIZERS
+        from lossbench.models import OPTIMIZERS
         from lossbench.train import build_module
 
         self.dm, self.device, self.dtype = dm, device, dtype
