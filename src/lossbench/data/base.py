@@ -56,16 +56,20 @@ class ShuffledBatches(Sampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @staticmethod
+    def _shard() -> slice:
+        """This process's share of every order: all of it, or every world-th index under DDP."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return slice(torch.distributed.get_rank(), None, torch.distributed.get_world_size())
+        return slice(None)
+
     def _indices(self) -> torch.Tensor:
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(self.n, generator=g)
         else:
             order = torch.arange(self.n)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-            order = order[rank::world]
-        return order
+        return order[self._shard()]
 
     def __iter__(self):
         order = self._indices()
@@ -74,10 +78,7 @@ class ShuffledBatches(Sampler):
             yield order[start : start + self.batch_size]
 
     def __len__(self) -> int:
-        n = self.n
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
-            n = len(range(rank, self.n, world))
+        n = len(range(self.n)[self._shard()])
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
