@@ -99,7 +99,9 @@ def compose(overrides: list[str]):
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+    from lossbench.paths import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return hydra_compose(config_name="train", overrides=overrides)
 
 
@@ -114,8 +116,8 @@ def lossbench_fit(cfg, dm, run_dir: Path) -> float:
     import lightning as L
     from lightning.pytorch.callbacks import Callback
 
+    from lossbench.build import build_module, build_trainer
     from lossbench.loggers import build_loggers
-    from lossbench.train import build_module, build_trainer
 
     class EpochTimer(Callback):
         def on_train_epoch_start(self, trainer, module):
@@ -168,7 +170,7 @@ def bare_fit(cfg, dm, batches: int) -> float:
 
 
 def throughput(args, tmp: Path) -> list[str]:
-    from lossbench.train import build_datamodule
+    from lossbench.build import build_datamodule
 
     rows = []
     for model, batches in (("mlp", args.mlp_batches), ("cnn", args.cnn_batches)):
@@ -272,7 +274,7 @@ def memory(args, tmp: Path) -> list[str]:
 def gpu_memory(args, tmp: Path) -> dict[str, str]:
     import torch
 
-    from lossbench.train import build_datamodule
+    from lossbench.build import build_datamodule
 
     out = {}
     for model, batches in (("mlp", args.mlp_batches), ("cnn", args.cnn_batches)):
@@ -328,7 +330,7 @@ def member_throughput(args, tmp: Path) -> list[str]:
     """Pure training: the vectorised loop over M members vs M sequential bare loops, same batches."""
     import torch
 
-    from lossbench.train import build_datamodule
+    from lossbench.build import build_datamodule
     from lossbench.vectorised import DTYPES, MemberStack, member_configs
 
     m, batches = args.members, args.member_batches
@@ -375,7 +377,7 @@ def main() -> None:
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from lossbench.train import drop_nvml_cuda_check
+    from lossbench.engine import drop_nvml_cuda_check
 
     drop_nvml_cuda_check()  # as lossbench's entry point does, after lightning set PYTORCH_NVML_BASED_CUDA_CHECK
     console = Console()

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from lossbench.reproduce import CONFIG_DIR
+    from lossbench.paths import CONFIG_DIR
     from lossbench.vectorised import train_members
 
     torch.set_num_threads(1)

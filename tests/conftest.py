@@ -11,8 +11,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from lossbench.paths import CONFIG_DIR as _CONFIG_PATH
+
+CONFIG_DIR = str(_CONFIG_PATH)  # the one the package finds: the checkout's configs/ here
+
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = str(REPO / "configs")
 SHARED_DATA = Path(os.environ.get("LOSSBENCH_DATA", REPO.parent / "shared" / "datasets"))
 
 # Tiny settings every end-to-end test starts from: a few steps, no progress bar.

@@ -23,9 +23,10 @@ from omegaconf.errors import OmegaConfBaseException
 from torchvision.io import write_jpeg
 
 from lossbench import train as train_module
-from lossbench.config import error_line, validate_values
+from lossbench.cli import error_line
+from lossbench.config import validate_values
+from lossbench.engine import checkpoint_to_resume, train
 from lossbench.errors import ConfigError, UserError
-from lossbench.train import checkpoint_to_resume, train
 
 from conftest import REPO, SHARED_DATA, TINY, compose_config
 

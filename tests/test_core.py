@@ -86,7 +86,7 @@ def test_registry_lists_and_builds_every_loss():
             loss.reduction = "none"
             per = loss(raw, t)
             assert per.shape == ((5, 4) if cls.per_class else (5,)), (name, head, per.shape)
-    with pytest.raises(ValueError, match="unknown loss 'mse'; available: "):
+    with pytest.raises(ConfigError, match="loss='mse' is unknown; available: abs_kl, "):
         losses.get_loss("mse")
     with pytest.raises(ValueError, match="reduction must be one of mean, sum, none, sum_classes"):
         losses.get_loss("bce_with_logits", reduction="avg")

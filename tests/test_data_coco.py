@@ -17,8 +17,8 @@ from torchvision.transforms.v2 import functional as TF
 from lossbench.data.coco import CocoDataModule, CocoTags
 from lossbench.data.mnist import load_split
 from lossbench.data.mnist_multi import compose_canvases
+from lossbench.engine import train
 from lossbench.errors import ConfigError, DataError
-from lossbench.train import train
 
 from conftest import REPO, SHARED_DATA, TINY, compose_config, run_cli
 

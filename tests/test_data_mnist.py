@@ -10,8 +10,8 @@ import torch
 
 from lossbench.data import build_datamodule
 from lossbench.data.mnist import FILES, SPLIT_SEED, carve_validation, check_idx, prepare_raw
+from lossbench.engine import train
 from lossbench.errors import ConfigError, DataError
-from lossbench.train import train
 
 from conftest import SHARED_DATA, TINY, compose_config, run_cli
 

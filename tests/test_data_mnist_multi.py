@@ -8,8 +8,8 @@ import torch
 from lossbench.data import build_datamodule
 from lossbench.data.mnist import carve_validation, load_split
 from lossbench.data.mnist_multi import compose_canvases, digit_pools
+from lossbench.engine import train
 from lossbench.errors import ConfigError
-from lossbench.train import train
 
 from conftest import TINY, compose_config, run_cli
 

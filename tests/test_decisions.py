@@ -10,7 +10,6 @@ from torchmetrics.functional.classification import multilabel_f1_score
 
 from lossbench.config import validate
 from lossbench.decisions import (
-    THRESHOLDS_FILE,
     DecisionRules,
     default_top_k,
     fit_rules,
@@ -18,9 +17,10 @@ from lossbench.decisions import (
     tune_per_class,
     tune_threshold,
 )
+from lossbench.engine import train
 from lossbench.errors import ConfigError
 from lossbench.heads import get_head
-from lossbench.train import train
+from lossbench.paths import THRESHOLDS_FILE
 
 from conftest import TINY, compose_config
 

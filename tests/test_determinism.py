@@ -10,7 +10,7 @@ import lightning
 import torch
 import torchmetrics
 
-from lossbench.train import train
+from lossbench.engine import train
 
 from conftest import REPO, TINY, TINY_SYNTHETIC, compose_config
 

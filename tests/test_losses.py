@@ -366,7 +366,7 @@ def test_config_file_matches_constructor_and_natural_head(path):
 
 
 def test_bad_loss_parameter_stops_the_run_with_a_config_error(tmp_path):
-    from lossbench.train import train
+    from lossbench.engine import train
 
     cfg = compose_config(["loss=focal", "loss.gamma=-1", *TINY_SYNTHETIC, *TINY])
     with pytest.raises(ConfigError, match=r"^loss.gamma must be >= 0, got -1$"):
@@ -375,7 +375,7 @@ def test_bad_loss_parameter_stops_the_run_with_a_config_error(tmp_path):
 
 @pytest.mark.slow
 def test_non_finite_loss_marks_the_run_diverged_and_the_fused_form_completes(tmp_path):
-    from lossbench.train import train
+    from lossbench.engine import train
 
     # a huge step drives logits far past 17: sigma rounds to 1 in float32 and naive BCE is inf
     blowup = ["optimizer=sgd", "optimizer.lr=1000.0", "trainer.limit_train_batches=8", *TINY_SYNTHETIC, *TINY]

@@ -12,10 +12,11 @@ import pytest
 import torch
 from torchvision.io import write_png
 
-from lossbench.decisions import THRESHOLDS_FILE
+from lossbench.build import build_datamodule
+from lossbench.engine import train
 from lossbench.errors import DataError
+from lossbench.paths import THRESHOLDS_FILE
 from lossbench.predict import load_run, main
-from lossbench.train import build_datamodule, train
 
 from conftest import TINY, TINY_SYNTHETIC, compose_config
 

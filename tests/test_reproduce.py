@@ -8,7 +8,8 @@ import json
 import pytest
 
 from lossbench import losses
-from lossbench.reproduce import CONFIG_DIR, job_overrides, load_protocol, main, reproduce, seed_jobs
+from lossbench.paths import CONFIG_DIR
+from lossbench.reproduce import job_overrides, load_protocol, main, reproduce, seed_jobs
 from lossbench.stats import paired_test
 
 

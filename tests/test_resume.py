@@ -16,10 +16,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from lossbench.engine import train
 from lossbench.errors import ConfigError, DataError
 from lossbench.resume import atomic_checkpoint_io, checkpoint_info, find_checkpoint
 from lossbench.summary import write_json_atomic
-from lossbench.train import train
 
 from conftest import compose_config, run_cli
 

@@ -12,8 +12,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 
+from lossbench.build import build_datamodule
 from lossbench.config import check_combination, validate_names
-from lossbench.train import build_datamodule
 
 from conftest import CONFIG_DIR, TINY, TINY_SYNTHETIC, run_cli
 

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from lossbench.config import validity_table
-from lossbench.train import train
+from lossbench.engine import train
 
 from conftest import TINY, TINY_SYNTHETIC, compose_config, run_cli
 

@@ -9,10 +9,11 @@ import lightning as L
 import pytest
 import torch
 
+from lossbench.build import build_datamodule, build_module
+from lossbench.engine import train
 from lossbench.errors import ConfigError
 from lossbench.module import LossModule
 from lossbench.summary import read_summary
-from lossbench.train import build_datamodule, build_module, train
 from lossbench.vectorised import MemberStack, member_configs, train_members
 
 from conftest import TINY, TINY_SYNTHETIC, compose_config, run_cli

@@ -166,7 +166,7 @@ def test_sweep_logs_one_finished_offline_run_per_job(tmp_path):
 CRASHING_RUN = """
 import sys, wandb
 from lossbench.module import LossModule
-from lossbench.train import train
+from lossbench.engine import train
 from conftest import compose_config
 
 def fail(self, batch, batch_idx):  # a fault injected into a real run, after its W&B run has started

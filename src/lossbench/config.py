@@ -8,7 +8,6 @@ the bad value and what is allowed.
 from __future__ import annotations
 
 import numbers
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -145,67 +144,3 @@ def validate_passed_keys(cfg: DictConfig) -> None:
     for key in cfg.optimizer:
         if key != "name" and key not in allowed:
             raise ConfigError(f"optimizer.{key} is not an argument of optimizer={name}; allowed: {', '.join(allowed)}")
-
-
-# -- Hydra's own errors as one line -------------------------------------------------------------------
-HYDRA_GRAMMAR_URL = "https://hydra.cc/docs/advanced/override_grammar/basic/"
-
-
-def error_line(err: BaseException) -> str:
-    """One line for a user error: lossbench's own message, or Hydra's multi-line report condensed to
-    what was wrong and what is allowed (unknown option -> the available ones; unknown key -> the keys)."""
-    from hydra.errors import MissingConfigException, OverrideParseException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
-
-    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
-        group, _, name = err.missing_cfg_file.rpartition("/")
-        if group:
-            return f"{group}={name!r} is unknown; available: {', '.join(err.options)}"
-    if isinstance(err, OverrideParseException):
-        reason = err.message.splitlines()[0] if err.message else "invalid syntax"
-        return f"cannot parse the override {err.override!r}: {reason}; override syntax: {HYDRA_GRAMMAR_URL}"
-    cause = err.__cause__
-    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.full_key \
-            and OmegaConf.is_dict(cause.parent_node):
-        parent = cause.full_key.rpartition(".")[0] or "the top level"
-        keys = ", ".join(str(k) for k in cause.parent_node.keys())
-        return (f"{cause.full_key} is not a config key; keys of {parent}: {keys} "
-                f"(to add a new key use +{cause.full_key}=...)")
-    lines = []
-    for line in str(err).splitlines():
-        if line.startswith(("Config search path", "Set the environment variable HYDRA_FULL_ERROR")):
-            break
-        if line.strip():
-            lines.append(line.strip())
-    return " ".join(lines) or type(err).__name__
-
-
-# -- secrets never reach a summary, log or report ---------------------------------------------------
-SECRET_NAME_PARTS = ("API_KEY", "APIKEY", "ACCESS_KEY", "PRIVATE_KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD",
-                     "CREDENTIAL")
-REDACTED = "<redacted>"
-
-
-def secret_values(environ: dict[str, str] | None = None) -> list[str]:
-    """Values (8+ characters) of environment variables whose names look secret (``WANDB_API_KEY``,
-    ``*_TOKEN``, ``*_SECRET``, ...)."""
-    environ = os.environ if environ is None else environ
-    return [v for k, v in environ.items() if len(v) >= 8 and any(p in k.upper() for p in SECRET_NAME_PARTS)]
-
-
-def redact_secrets(value: Any, secrets: list[str] | None = None) -> Any:
-    """A copy of a JSON-like value with every string that contains a secret, and every value stored
-    under a secret-looking key (``api_key``, ``token``, ...), replaced by ``<redacted>``."""
-    secrets = secret_values() if secrets is None else secrets
-    if isinstance(value, dict):
-        return {k: REDACTED if _secret_key(k) and value[k] is not None else redact_secrets(value[k], secrets)
-                for k in value}
-    if isinstance(value, (list, tuple)):
-        return [redact_secrets(v, secrets) for v in value]
-    if isinstance(value, str) and any(s in value for s in secrets):
-        return REDACTED
-    return value
-
-
-def _secret_key(key: Any) -> bool:
-    return isinstance(key, str) and any(p in key.upper() for p in SECRET_NAME_PARTS)

@@ -39,10 +39,10 @@ from torchmetrics.functional.classification import (
 
 from lossbench.errors import ConfigError
 from lossbench.heads import Head, top_k_mask
+from lossbench.paths import THRESHOLDS_FILE
 
 RULES = ("fixed", "per_class", "global", "top_k", "count")
 SINGLE_LABEL_RULE = "argmax"
-THRESHOLDS_FILE = "thresholds.json"
 TIE_TOLERANCE = 1e-6
 
 

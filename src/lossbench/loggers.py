@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench.config import redact_secrets
 from lossbench.errors import ConfigError
+from lossbench.redaction import redact_secrets
 
 LOGGERS = ("csv", "wandb")
 WANDB_MODES = ("auto", "online", "offline", "disabled")

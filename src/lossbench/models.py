@@ -1,4 +1,9 @@
-"""Models (an MLP and a small CNN, both output raw scores, ``num_outputs`` of them) and the optimizers."""
+"""Models (an MLP and a small CNN, both output raw scores, ``num_outputs`` of them) and the optimizers.
+
+A model is a function ``(input_shape, num_outputs, **model.*) -> nn.Module`` registered with
+``@register_model("name")`` (its config is ``configs/model/<name>.yaml``); an optimizer is a
+``torch.optim`` class registered under its config name (``configs/optimizer/<name>.yaml``).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,21 @@ from math import prod
 import torch
 from torch import nn
 
-MODELS = ("mlp", "cnn")
-OPTIMIZERS = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-    "adadelta": torch.optim.Adadelta,
-    "adagrad": torch.optim.Adagrad,
-}
+from lossbench.registry import Registry
+
+MODELS: Registry = Registry("model")
+OPTIMIZERS: Registry = Registry("optimizer")
+for _name, _cls in {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+                    "rmsprop": torch.optim.RMSprop, "adadelta": torch.optim.Adadelta,
+                    "adagrad": torch.optim.Adagrad}.items():
+    OPTIMIZERS.register(_name)(_cls)
 
 
+def register_model(name: str):
+    return MODELS.register(name)
+
+
+@register_model("mlp")
 def mlp(input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int] = (256, 256), dropout: float = 0.0):
     layers: list[nn.Module] = [nn.Flatten()]
     width = prod(input_shape)
@@ -31,6 +40,7 @@ def mlp(input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int] = (2
     return nn.Sequential(*layers)
 
 
+@register_model("cnn")
 def cnn(input_shape: Sequence[int], num_outputs: int, channels: Sequence[int] = (32, 64), hidden: int = 128,
         dropout: float = 0.0):
     """Two 3x3 conv + max-pool blocks, then two fully connected layers (the classic MNIST net)."""
@@ -49,7 +59,4 @@ def cnn(input_shape: Sequence[int], num_outputs: int, channels: Sequence[int] = 
 
 
 def build_model(name: str, input_shape: Sequence[int], num_outputs: int, **params) -> nn.Module:
-    builders = {"mlp": mlp, "cnn": cnn}
-    if name not in builders:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
-    return builders[name](input_shape, num_outputs, **params)
+    return MODELS.get(name)(input_shape, num_outputs, **params)

@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from lossbench.decisions import SINGLE_LABEL_RULE, THRESHOLDS_FILE, DecisionRules, raw_outputs
+from lossbench.decisions import SINGLE_LABEL_RULE, DecisionRules, raw_outputs
 from lossbench.errors import ConfigError, DataError, UserError
+from lossbench.paths import CHECKPOINT, THRESHOLDS_FILE
 
-CHECKPOINT = Path("checkpoints") / "last.ckpt"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 BATCH_SIZE = 1024
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbench.errors import DataError, UserError
+from lossbench.paths import METRICS_FILE
 from lossbench.stats import MeanStd, mean_std
 from lossbench.summary import find_summaries, read_summary, write_atomic
 
@@ -295,7 +296,7 @@ def print_tables(strategies: Sequence[Strategy], skipped: Sequence[Run],
 
 def read_curves(run_dir: Path, prefix: str = "val/") -> dict[str, dict[int, float]]:
     """``{metric: {epoch: value}}`` for every ``<prefix>*`` column of the run's Lightning ``metrics.csv``."""
-    path = Path(run_dir) / "metrics.csv"
+    path = Path(run_dir) / METRICS_FILE
     curves: dict[str, dict[int, float]] = {}
     if not path.exists():
         return curves

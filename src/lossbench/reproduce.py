@@ -42,11 +42,10 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lossbench.errors import ConfigError, UserError
+from lossbench.paths import CONFIG_DIR, METRICS_FILE
 from lossbench.stats import mean_std, paired_test, verdict
 from lossbench.summary import git_commit, read_summary, write_json_atomic, write_summary
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO / "configs"
 PRESETS = ("mnist", "multilabel")
 PROFILES = ("full", "cpu", "quick")  # full: the protocol as written; cpu / quick: its reproduce.<profile> keys
 DONE = ("completed", "diverged")
@@ -182,7 +181,7 @@ def _train_job(overrides: list[str], run_dir: str, threads: int) -> str:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from lossbench.train import train
+    from lossbench.engine import train
 
     torch.set_num_threads(threads)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -234,7 +233,7 @@ def run_jobs(jobs: list[Job], protocol: Protocol, runs: Path, device: str, n_job
 
 def last_logged(run_dir: Path, metric: str) -> float:
     """The last value of ``metric`` in the run's ``metrics.csv`` (-inf if it never got one)."""
-    path = run_dir / "metrics.csv"
+    path = run_dir / METRICS_FILE
     value = -math.inf
     if path.exists():
         with open(path, newline="") as f:
@@ -283,7 +282,7 @@ def test_sizes(protocol: Protocol, data_root: str | None) -> dict[str, int]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from lossbench.train import build_datamodule
+    from lossbench.build import build_datamodule
 
     sizes = {}
     for dataset in protocol.datasets:
@@ -636,8 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     profile = "quick" if args.quick else args.profile or "full"
     suffix = f"reproduce_{args.preset}" + ("" if profile == "full" else f"_{profile}")
-    out = args.out or (REPO / "runs" / suffix / "report" if profile == "quick" else REPO / "reports" / suffix)
-    runs = args.runs or REPO / "runs" / suffix
+    out = args.out or (Path("runs") / suffix / "report" if profile == "quick" else Path("reports") / suffix)
+    runs = args.runs or Path("runs") / suffix
     command = "python scripts/reproduce.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
     try:
         if args.jobs is not None and args.jobs < 1:

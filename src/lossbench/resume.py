@@ -33,12 +33,11 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lossbench.errors import ConfigError, DataError
-from lossbench.summary import SUMMARY_FILE, read_summary, write_atomic
+from lossbench.paths import CHECKPOINT, HYDRA_CONFIG, SUMMARY_FILE
+from lossbench.summary import read_summary, write_atomic
 
 log = logging.getLogger("lossbench")
 
-CHECKPOINT = Path("checkpoints") / "last.ckpt"
-HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 FINISHED = ("completed", "diverged", "skipped")
 # keys that may differ between attempts of one run: they change what is shown, not what is trained
 MAY_DIFFER = ("resume", "print_config", "output_root", "trainer.progress_bar", "logger")

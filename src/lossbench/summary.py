@@ -17,7 +17,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-SUMMARY_FILE = "summary.json"
+from omegaconf import DictConfig, OmegaConf
+
+from lossbench.paths import SUMMARY_FILE
+from lossbench.redaction import redact_secrets
+
 STATUSES = ("completed", "diverged", "failed", "skipped")
 
 
@@ -108,3 +112,36 @@ def git_commit(cwd: Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if dirty else "")
+
+
+def run_summary(cfg: DictConfig, task: str, metrics: dict[str, Any], epochs: int, global_step: int,
+                wall_time_s: float, run_dir: Path, divergence: dict[str, float] | None) -> dict[str, Any]:
+    """The ``summary.json`` of a trained run (``train()`` and each vectorised member write the same)."""
+    summary = {
+        "status": "diverged" if divergence else "completed",
+        "config": redact_secrets(OmegaConf.to_container(cfg, resolve=True)),
+        "task": task,
+        "metrics": metrics,
+        "epochs": epochs,
+        "global_step": global_step,
+        "wall_time_s": round(wall_time_s, 3),
+        "run_dir": str(run_dir),
+        "versions": versions(),
+        "git_commit": git_commit(),
+    }
+    if divergence:
+        # the loss as text ("nan", "inf"): JSON has no non-finite numbers
+        summary["divergence"] = {"step": divergence["step"], "loss": str(divergence["loss"])}
+    return summary
+
+
+def failure_summary(cfg: DictConfig, run_dir: Path, status: str, error: BaseException) -> dict[str, Any]:
+    return {
+        "status": status,
+        "config": redact_secrets(OmegaConf.to_container(cfg, resolve=False)),
+        "metrics": {},
+        "error": redact_secrets(f"{type(error).__name__}: {error}".splitlines()[0]),
+        "run_dir": str(run_dir),
+        "versions": versions(),
+        "git_commit": git_commit(),
+    }

@@ -40,13 +40,13 @@ from lossbench import losses as loss_registry
 from lossbench.data.base import ShuffledBatches
 from lossbench.errors import ConfigError
 from lossbench.metrics import update_metrics
+from lossbench.paths import CONFIG_DIR
 
 DTYPES = {"32-true": torch.float32, "32": torch.float32, "64-true": torch.float64, "64": torch.float64}
 # trainer.* keys the vectorised loop follows; any other key must be unset (null)
 TRAINER_KEYS = ("accelerator", "devices", "max_epochs", "max_steps", "precision", "log_every_n_steps",
                 "gradient_clip_val", "gradient_clip_algorithm", "limit_train_batches", "limit_val_batches",
                 "limit_test_batches", "deterministic", "progress_bar", "checkpoint", "divergence_check_every")
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 # -- members' configurations ---------------------------------------------------------------------------
@@ -152,8 +152,8 @@ class MemberStack:
     def __init__(self, cfgs: list[DictConfig], dm, device: torch.device, dtype: torch.dtype) -> None:
         import lightning as L
 
+        from lossbench.build import build_module
         from lossbench.models import OPTIMIZERS
-        from lossbench.train import build_module
 
         self.dm, self.device, self.dtype = dm, device, dtype
         self.trainer_cfg = OmegaConf.to_container(cfgs[0].trainer, resolve=True)
@@ -324,10 +324,10 @@ def train_members(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     ``run_dir/<member run_name>/summary.json``)."""
     import lightning as L
 
+    from lossbench.build import build_datamodule
     from lossbench.config import validate
     from lossbench.decisions import evaluate_decision_rules
     from lossbench.summary import finite_or_none
-    from lossbench.train import build_datamodule
 
     start = time.perf_counter()
     cfgs = member_configs(cfg)
@@ -367,8 +367,7 @@ def write_member(m: Member, member_dir: Path, metrics: dict, optimizer_state: di
     import lightning as L
 
     from lossbench.loggers import build_loggers, finish_loggers
-    from lossbench.summary import write_atomic, write_summary
-    from lossbench.train import run_summary
+    from lossbench.summary import run_summary, write_atomic, write_summary
 
     loggers = build_loggers(m.cfg, member_dir)  # first: Lightning's CSVLogger warns about a non-empty folder
     for logger in loggers:

@@ -13,6 +13,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lossbench.registry import Registry
+
 
 @dataclass
 class Split:
@@ -125,3 +127,12 @@ class TensorDataModule(L.LightningDataModule):
             "input_shape": list(self.input_shape),
             "sizes": {k: len(v.y) for k, v in self.splits.items()},
         }
+
+
+# every module of lossbench.data registers its datasets here: @register_data("name") on a DataModule class
+# or on a function taking the data.* keys (and ``seed``) and returning one
+DATASETS: Registry = Registry("data", package="lossbench.data")
+
+
+def register_data(name: str):
+    return DATASETS.register(name)

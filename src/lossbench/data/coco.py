@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
-from lossbench.data.base import Normalization, Split, TensorDataModule
+from lossbench.data.base import Normalization, Split, TensorDataModule, register_data
 from lossbench.data.mnist import carve_validation, check_size, default_cache_dir
 from lossbench.errors import ConfigError, DataError
 
@@ -198,6 +198,7 @@ def _file_key(path: Path) -> str:
     return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
+@register_data("coco")
 class CocoDataModule(TensorDataModule):
     """COCO tags as a multi-label task. ``train_*`` gives the training and validation splits (the
     validation split carved with a fixed seed), ``test_*`` (COCO's val annotations) the test split.

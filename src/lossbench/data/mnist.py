@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
-from lossbench.data.base import Normalization, Split, TensorDataModule
+from lossbench.data.base import Normalization, Split, TensorDataModule, register_data
 from lossbench.errors import ConfigError, DataError
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -214,3 +214,13 @@ class MNISTDataModule(TensorDataModule):
             "val": Split(full.x[val_idx], full.y[val_idx]),
             "test": test,
         }
+
+
+@register_data("mnist")
+def mnist(**params) -> MNISTDataModule:
+    return MNISTDataModule(name="mnist", **params)
+
+
+@register_data("fashion_mnist")
+def fashion_mnist(**params) -> MNISTDataModule:
+    return MNISTDataModule(name="fashion_mnist", **params)

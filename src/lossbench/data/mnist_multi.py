@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lossbench.data.base import Normalization, Split, TensorDataModule
+from lossbench.data.base import Normalization, Split, TensorDataModule, register_data
 from lossbench.data.mnist import (
     DATASETS,
     IMAGE_SIZE,
@@ -131,6 +131,7 @@ def digit_pools(root: Path, download: bool, cache_dir: Path, val_digits: int) ->
     }
 
 
+@register_data("mnist_multi")
 class MultiMNISTDataModule(TensorDataModule):
     task = "multilabel"
     num_classes = NUM_DIGITS

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from lossbench.data.base import Split, TensorDataModule
+from lossbench.data.base import Split, TensorDataModule, register_data
 from lossbench.errors import ConfigError
 
 
@@ -42,6 +42,7 @@ def make_synthetic(
     return Split(x.float(), y)
 
 
+@register_data("synthetic")
 class SyntheticDataModule(TensorDataModule):
     def __init__(
         self,

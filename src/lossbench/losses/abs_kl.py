@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from lossbench.losses.base import Loss, check_head, probabilities
+from lossbench.losses.base import Loss, check_head, probabilities, register_loss
 
 KERAS_EPSILON = 1e-7
 
@@ -25,6 +25,7 @@ def abs_kl(p: torch.Tensor, q: torch.Tensor, eps: float = KERAS_EPSILON) -> torc
     return ((p - q) * (torch.log(p) - torch.log(q))).abs().sum(dim=1)
 
 
+@register_loss
 class AbsKL(Loss):
     name = "abs_kl"
     heads = ("sigmoid", "softmax")

@@ -17,9 +17,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lossbench.losses.base import Loss
+from lossbench.losses.base import Loss, register_loss
 
 
+@register_loss
 class Asymmetric(Loss):
     name = "asymmetric"
     heads = ("sigmoid",)

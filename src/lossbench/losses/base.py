@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lossbench.heads import TASKS, get_head
+from lossbench.registry import Registry
 
 REDUCTIONS = ("mean", "sum", "none", "sum_classes")
 
@@ -52,6 +53,15 @@ class Loss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
+
+
+# every module of lossbench.losses registers its loss here with @register_loss
+LOSSES: Registry[type[Loss]] = Registry("loss", package="lossbench.losses")
+
+
+def register_loss(cls):
+    """Class decorator: the loss is found under ``cls.name`` (the module and YAML file share that name)."""
+    return LOSSES.register(cls.name)(cls)
 
 
 def check_head(loss_name: str, head: str, allowed: tuple[str, ...]) -> None:

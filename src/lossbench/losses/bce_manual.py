@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import torch
 
-from lossbench.losses.base import Loss, check_head, probabilities
+from lossbench.losses.base import Loss, check_head, probabilities, register_loss
 
 KERAS_EPSILON = 1e-7
 
 
+@register_loss
 class BCEManual(Loss):
     name = "bce_manual"
     heads = ("sigmoid", "softmax")

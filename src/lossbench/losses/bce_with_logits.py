@@ -17,9 +17,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from lossbench.losses.base import Loss, positive_weight
+from lossbench.losses.base import Loss, positive_weight, register_loss
 
 
+@register_loss
 class BCEWithLogits(Loss):
     name = "bce_with_logits"
     heads = ("sigmoid",)

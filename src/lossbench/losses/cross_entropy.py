@@ -14,9 +14,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lossbench.losses.base import Loss
+from lossbench.losses.base import Loss, register_loss
 
 
+@register_loss
 class CrossEntropy(Loss):
     name = "cross_entropy"
     heads = ("softmax",)

@@ -15,9 +15,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lossbench.losses.base import Loss, one_minus_pt
+from lossbench.losses.base import Loss, one_minus_pt, register_loss
 
 
+@register_loss
 class Focal(Loss):
     name = "focal"
     heads = ("sigmoid",)

@@ -21,11 +21,12 @@ import torch.nn.functional as F
 
 from lossbench.heads import Z_ACTIVATIONS, label_count
 from lossbench.losses.abs_kl import KERAS_EPSILON, abs_kl
-from lossbench.losses.base import Loss
+from lossbench.losses.base import Loss, register_loss
 
 VARIANTS = ("kl_mse", "abs_kl_product")
 
 
+@register_loss
 class PartitionSoftmax(Loss):
     name = "partition_softmax"
     heads = ("partition",)

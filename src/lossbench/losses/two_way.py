@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lossbench.losses.base import Loss
+from lossbench.losses.base import Loss, register_loss
 
 
 def soft_max_over(values: torch.Tensor, keep: torch.Tensor, temperature: float, dim: int) -> torch.Tensor:
@@ -32,6 +32,7 @@ def masked_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return torch.where(keep, values, torch.zeros_like(values)).sum() / keep.sum().clamp_min(1).to(values.dtype)
 
 
+@register_loss
 class TwoWay(Loss):
     name = "two_way"
     heads = ("sigmoid",)

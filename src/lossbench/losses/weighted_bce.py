@@ -16,9 +16,10 @@ from collections.abc import Sequence
 
 import torch
 
-from lossbench.losses.base import Loss, positive_weight
+from lossbench.losses.base import Loss, positive_weight, register_loss
 
 
+@register_loss
 class WeightedBCE(Loss):
     name = "weighted_bce"
     heads = ("sigmoid",)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from lossbench.losses.base import Loss
+from lossbench.losses.base import Loss, register_loss
 
 
 def masked_logsumexp_with_zero(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -24,6 +24,7 @@ def masked_logsumexp_with_zero(scores: torch.Tensor, keep: torch.Tensor) -> torc
     return torch.logsumexp(torch.cat([masked, torch.zeros_like(scores[:, :1])], dim=1), dim=1)
 
 
+@register_loss
 class ZLPR(Loss):
     name = "zlpr"
     heads = ("sigmoid",)
