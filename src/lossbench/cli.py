@@ -1,4 +1,5 @@
-"""What every console script shares: bad input ends in one line ``error: ...`` on stderr and exit code 2.
+"""What every console script shares: bad input ends in one line ``error: ...`` on stderr and exit code 2;
+a file that cannot be written (full disk, read-only or unwritable folder) in one line naming it, exit code 1.
 
 Hydra's multi-line reports are condensed to what was wrong and what is allowed (:func:`error_line`); the
 traceback is shown only under ``HYDRA_FULL_ERROR=1``. Crashes keep their traceback (exit code 1).
@@ -6,8 +7,10 @@ traceback is shown only under ``HYDRA_FULL_ERROR=1``. Crashes keep their traceba
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -51,3 +54,35 @@ def exit_with_error_line(err: BaseException, show_traceback: bool | None = None)
         raise err
     print(f"error: {error_line(err)}", file=sys.stderr)
     sys.exit(2)
+
+
+# errors of a write: no space, no quota, read-only filesystem, file too large (these four occur only when
+# writing), and no permission
+_WRITE_ONLY_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+WRITE_ERRNOS = (*_WRITE_ONLY_ERRNOS, errno.EACCES, errno.EPERM)
+
+
+def write_error(err: BaseException) -> OSError | None:
+    """The ``OSError`` of a failed write behind ``err`` (itself, its cause or its context), if any."""
+    from lossbench.summary import os_error
+
+    cause = os_error(err)
+    return cause if cause is not None and cause.errno in WRITE_ERRNOS else None
+
+
+def write_error_line(err: OSError, where: Path | None = None) -> str:
+    """``cannot write <path>: No space left on device``; ``where`` names the folder when the error names no file."""
+    reason = err.strerror or os.strerror(err.errno)
+    if err.filename is None:
+        return f"cannot write into {where}: {reason}" if where else f"cannot write: {reason}"
+    return f"{'cannot write ' if err.errno in _WRITE_ONLY_ERRNOS else ''}{err.filename}: {reason}"
+
+
+def exit_with_write_error(err: OSError, where: Path | None = None, show_traceback: bool | None = None) -> None:
+    """``error: <one line>`` on stderr and exit code 1 (the traceback instead when asked for)."""
+    if show_traceback is None:
+        show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    if show_traceback:
+        raise err
+    print(f"error: {write_error_line(err, where)}", file=sys.stderr)
+    sys.exit(1)

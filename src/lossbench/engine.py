@@ -64,11 +64,12 @@ def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> di
     return summary
 
 
-def checkpoint_to_resume(cfg: DictConfig) -> Path | None:
-    """Follow ``resume`` (auto/true/false/path; lossbench.resume) and say which checkpoint is used."""
+def checkpoint_to_resume(cfg: DictConfig, claim=None) -> Path | None:
+    """Follow ``resume`` (auto/true/false/path; lossbench.resume) and say which checkpoint is used;
+    ``claim``: see ``lossbench.resume.find_checkpoint``."""
     from lossbench.resume import checkpoint_info, find_checkpoint
 
-    checkpoint = find_checkpoint(cfg)
+    checkpoint = find_checkpoint(cfg, claim)
     if checkpoint is not None:
         info = checkpoint_info(checkpoint)
         log.info("resuming from %s (%d epochs, %d steps done); resume=false starts over",

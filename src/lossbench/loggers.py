@@ -31,15 +31,13 @@ log = logging.getLogger("lossbench")
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
-    from lightning.pytorch.loggers import CSVLogger
-
     name = cfg.logger.name
     if name not in LOGGERS:
         raise ConfigError(f"logger={name!r} is unknown; available: {', '.join(LOGGERS)}")
     # the run directory always holds Hydra's .hydra/ (and wandb/) already: the CSV logger's warning
     # that the folder "is not empty" says nothing about this run
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
-    loggers: list = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    loggers: list = [_csv_logger_class()(save_dir=str(run_dir), name="", version="")]
     if name == "wandb":
         loggers.append(build_wandb_logger(cfg, run_dir))
     return loggers
@@ -50,6 +48,57 @@ def finish_loggers(loggers: list, summary: dict[str, Any]) -> None:
     for logger in loggers:
         if hasattr(logger, "finish_run"):
             logger.finish_run(summary)
+
+
+@functools.cache
+def _csv_logger_class():
+    """Lightning's ``CSVLogger`` writing ``metrics.csv`` and ``hparams.yaml`` whole to a temporary file and
+    renaming it into place (``summary.write_atomic``): a kill or a full disk leaves the previous complete
+    file, never one cut in the middle of a row (Lightning's writer appends in place)."""
+    import csv
+
+    from lightning.pytorch.core.saving import save_hparams_to_yaml
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+    from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+    from lossbench.summary import write_atomic
+
+    class AtomicExperimentWriter(ExperimentWriter):
+        def __init__(self, log_dir: str) -> None:
+            super().__init__(log_dir)
+            self.saved: list[dict[str, Any]] = []  # rows already in metrics.csv
+
+        def save(self) -> None:
+            if not self.metrics:
+                return
+            self._record_new_keys()
+            rows = self.saved + self.metrics
+
+            def write(tmp: Path) -> None:
+                with open(tmp, "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+                    writer.writeheader()
+                    writer.writerows(rows)
+
+            write_atomic(Path(self.metrics_file_path), write)
+            self.saved, self.metrics = rows, []
+
+        def log_hparams(self, params: dict[str, Any]) -> None:
+            self.hparams.update(params)
+            write_atomic(Path(self.log_dir) / self.NAME_HPARAMS_FILE,
+                         lambda tmp: save_hparams_to_yaml(tmp, self.hparams))
+
+    class AtomicCSVLogger(CSVLogger):
+        @property
+        @rank_zero_experiment
+        def experiment(self) -> AtomicExperimentWriter:
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = AtomicExperimentWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return AtomicCSVLogger
 
 
 # --- Weights & Biases ---------------------------------------------------------------------------------

@@ -18,12 +18,18 @@ the same configuration (keys in ``MAY_DIFFER`` aside).
 The continued run writes into its own new directory; its ``summary.json`` records ``resumed_from``
 (the checkpoint used), and its ``metrics.csv`` holds the epochs after the resume point. The earlier
 directory is left as it was. Checkpoints are read with ``torch.load(weights_only=True)``.
+
+Two live processes never continue one checkpoint, nor does a run continue the checkpoint of a run that is
+still training: the CLI passes a ``claim`` (``lossbench.locks.Locks.claim``) that takes the checkpoint's
+lock file; ``auto`` passes over an attempt whose lock a live process holds (it is running, not
+interrupted) and looks at older ones; a path or ``true`` that finds only such attempts is an error.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lossbench.errors import ConfigError, DataError
+from lossbench.locks import CheckpointInUse, Holder
 from lossbench.paths import CHECKPOINT, HYDRA_CONFIG, SUMMARY_FILE
 from lossbench.summary import read_summary, write_atomic
 
@@ -120,6 +127,19 @@ def same_config_attempts(cfg: DictConfig, output_root: Path) -> list[Attempt]:
     return sorted(found, key=lambda a: a.mtime, reverse=True)
 
 
+class UnreadableCheckpoint(DataError):
+    """A checkpoint that weights-only loading cannot read (truncated, damaged, or holding pickled code)."""
+
+    def __init__(self, path: Path, reason: str, start_over: str = "resume=false") -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: not a readable Lightning checkpoint ({reason}); delete it, or start over "
+                         f"with {start_over}")
+
+    def with_command(self, command: str) -> UnreadableCheckpoint:
+        """The same error naming the whole command that starts over."""
+        return UnreadableCheckpoint(self.path, self.reason, f": {command}")
+
+
 def checkpoint_info(path: Path) -> dict[str, int]:
     """Epochs trained and optimizer steps taken when a Lightning checkpoint was saved, read with
     weights-only loading (an epoch-end checkpoint counts its epoch as trained)."""
@@ -128,13 +148,15 @@ def checkpoint_info(path: Path) -> dict[str, int]:
         epochs = ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
         return {"epochs": int(epochs), "global_step": int(ckpt["global_step"])}
     except Exception as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(f"{path}: not a readable Lightning checkpoint ({reason}); delete it or start over "
-                        "with resume=false") from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnreadableCheckpoint(path, reason) from None
 
 
-def find_checkpoint(cfg: DictConfig) -> Path | None:
-    """The checkpoint this run continues from, following ``cfg.resume`` (see the module docstring)."""
+def find_checkpoint(cfg: DictConfig, claim: Callable[[Path], Holder | None] | None = None) -> Path | None:
+    """The checkpoint this run continues from, following ``cfg.resume`` (see the module docstring).
+
+    ``claim(checkpoint)`` takes the checkpoint for this run and returns None, or returns the live
+    process that holds it (lossbench.locks); without it every checkpoint counts as free."""
     mode = cfg.get("resume", False)
     if mode is False or mode is None:
         return None
@@ -144,15 +166,26 @@ def find_checkpoint(cfg: DictConfig) -> Path | None:
         if not checkpoint.is_file():
             raise ConfigError(f"resume={mode!r}: no such checkpoint ({checkpoint}); allowed: auto, true, false, "
                               "or the path of a run directory holding checkpoints/last.ckpt or of a .ckpt file")
+        holder = claim(checkpoint) if claim else None
+        if holder is not None:
+            raise CheckpointInUse(checkpoint, holder)
         return checkpoint
     attempts = same_config_attempts(cfg, Path(cfg.output_root))
+    running = []
     for attempt in attempts:
         if attempt.finished:
             break
-        if attempt.checkpoint is not None:
+        if attempt.checkpoint is None:
+            continue
+        holder = claim(attempt.checkpoint) if claim else None
+        if holder is None:
             return attempt.checkpoint
+        running.append(attempt.run_dir)  # still training, or being continued: not interrupted
+        log.info("not continuing %s: in use by %s", attempt.checkpoint, holder.describe())
     if mode is True:
         newest = f"; the newest, {attempts[0].run_dir}, is {attempts[0].status}" if attempts else ""
+        if running:
+            newest = f"; {len(running)} in use by running processes, e.g. {running[0]}"
         raise ConfigError(f"resume=true: no unfinished run of this configuration with {CHECKPOINT} under "
                           f"{cfg.output_root}{newest}; use resume=auto or resume=false to start a new run")
     return None
@@ -174,6 +207,13 @@ class RNGState(Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
+def _save(checkpoint: dict[str, Any], path: Path) -> None:
+    # through a Python file: torch's own file writer turns a full disk into "basic_ios::clear: iostream
+    # error"; writing through f.write keeps the OSError (as the RuntimeError's context)
+    with open(path, "wb") as f:
+        torch.save(checkpoint, f)
+
+
 def atomic_checkpoint_io():
     """Lightning's ``TorchCheckpointIO`` writing each checkpoint to a temporary file beside the target
     and renaming it into place. Lightning's own writer stages the file in the system temp folder and
@@ -185,6 +225,6 @@ def atomic_checkpoint_io():
         def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
             if "file" not in get_filesystem(path).protocol:  # remote storage: Lightning's own writer
                 return super().save_checkpoint(checkpoint, path, storage_options)
-            write_atomic(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+            write_atomic(Path(path), lambda tmp: _save(checkpoint, tmp))
 
     return AtomicCheckpointIO()

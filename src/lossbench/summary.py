@@ -8,6 +8,7 @@ Written atomically: a kill never leaves half a JSON file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -23,24 +24,49 @@ from lossbench.paths import SUMMARY_FILE
 from lossbench.redaction import redact_secrets
 
 STATUSES = ("completed", "diverged", "failed", "skipped")
+_UMASK = os.umask(0o022)  # read once (setting it is the only way), restored at once
+os.umask(_UMASK)
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """``write(tmp)`` to a temporary file beside ``path``, sync it, rename it over ``path``: a kill leaves
-    either the old file or the new one, never half of one (same folder, so the rename is atomic)."""
+    """``write(tmp)`` to a temporary file beside ``path``, sync it, rename it over ``path``: a kill or a full
+    disk leaves either the old file or the new one, never half of one (same folder: the rename is atomic).
+
+    A write that fails for want of space or permission raises ``OSError`` naming ``path`` (not the temporary
+    file), also when the writer hid it (``torch.save`` raises ``RuntimeError`` with the ``OSError`` as context).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600: give the file the mode open() would
         write(Path(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
+        cause = os_error(err)
+        if cause is not None and not isinstance(err, KeyboardInterrupt):
+            raise OSError(cause.errno, cause.strerror, str(path)) from err
         raise
     return path
+
+
+def os_error(err: BaseException | None) -> OSError | None:
+    """The first ``OSError`` with an errno in an exception and its causes / contexts."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno is not None:
+            return err
+        seen.add(id(err))
+        # ``raise ... from None`` hides the context: what it replaced is not the reason
+        err = err.__cause__ if err.__cause__ is not None else None if err.__suppress_context__ else err.__context__
+    return None
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:
