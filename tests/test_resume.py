@@ -7,6 +7,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -19,9 +22,9 @@ from omegaconf import OmegaConf
 from lossbench.engine import train
 from lossbench.errors import ConfigError, DataError
 from lossbench.resume import atomic_checkpoint_io, checkpoint_info, find_checkpoint
-from lossbench.summary import write_json_atomic
+from lossbench.summary import read_summary, write_json_atomic
 
-from conftest import compose_config, run_cli
+from conftest import TINY, TINY_SYNTHETIC, compose_config, run_cli
 
 # 2 epochs of 100 small batches: long enough that a kill after the first checkpoint lands mid-run;
 # dropout > 0 so the restored RNG state matters too
@@ -161,8 +164,30 @@ def test_a_truncated_checkpoint_is_a_one_line_data_error(tmp_path):
     assert checkpoint_info(ckpt) == {"epochs": 1, "global_step": 2}
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(ckpt.read_bytes()[:500])
-    with pytest.raises(DataError, match=r"truncated\.ckpt: not a readable Lightning checkpoint \(.*\); delete it"):
+    with pytest.raises(DataError, match=r"truncated\.ckpt: not a readable Lightning checkpoint \(.*\); delete it, or "
+                                        r"start over with resume=false$"):
         checkpoint_info(truncated)
+
+
+@pytest.mark.slow
+def test_a_corrupt_checkpoint_found_by_auto_is_one_line_with_the_command_that_starts_over(tmp_path):
+    root = tmp_path / "runs"
+    args = [f"output_root={root}", *TINY_SYNTHETIC, *TINY, "optimizer.lr=0.002"]
+    attempt = _attempt(root, f"{NAME}/t1", args, checkpoint=True, status=None, age=10)  # "checkpoint": no zip
+    checkpoint = attempt / "checkpoints" / "last.ckpt"
+    result = run_cli(args, cwd=tmp_path)  # resume=auto
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    match = re.fullmatch(rf"error: {re.escape(str(checkpoint))}: not a readable Lightning checkpoint \(.+\); "
+                         r"delete it, or start over with this command: (python -m lossbench\.train .*)", line)
+    assert match, line
+    command = shlex.split(match.group(1))
+    assert command == ["python", "-m", "lossbench.train", *args, "resume=false"]
+    again = run_cli(command[3:], cwd=tmp_path)  # the command it names does start over
+    assert again.returncode == 0, again.stderr[-3000:]
+    [summary] = [read_summary(p) for p in root.glob(f"{NAME}/*/summary.json")]
+    assert summary["status"] == "completed" and "resumed_from" not in summary and summary["epochs"] == 1
+    assert checkpoint.read_bytes() == b"checkpoint"  # the damaged file is left as it was
 
 
 def test_a_summary_write_that_fails_midway_leaves_the_old_file_whole(tmp_path):
@@ -178,7 +203,8 @@ def test_a_checkpoint_write_that_fails_midway_leaves_the_old_checkpoint_whole(tm
     io = atomic_checkpoint_io()
     path = tmp_path / "checkpoints" / "last.ckpt"
     io.save_checkpoint({"epoch": 1, "weights": torch.ones(3)}, path)
-    with pytest.raises(Exception):  # noqa: B017 -- pickling a lambda fails after the tensor was written
+    # pickling the lambda fails after the tensor was written (AttributeError up to Python 3.13, then PicklingError)
+    with pytest.raises((AttributeError, pickle.PicklingError), match=r"Can't pickle .*<lambda>"):
         io.save_checkpoint({"epoch": 2, "weights": torch.zeros(1000), "hook": lambda: None}, path)
     assert torch.load(path, weights_only=True)["epoch"] == 1
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]

@@ -44,6 +44,10 @@ def check_combination(task: str, head: str, loss: str) -> None:
         raise ConfigError(f"loss={loss} does not support {task} data; it supports: {', '.join(cls.tasks)}")
 
 
+# a training loss must be one number: loss.reduction=none (per-element losses) is for lossbench.losses users
+TRAINING_REDUCTIONS = tuple(r for r in losses.REDUCTIONS if r != "none")
+
+
 # (key, test, what is allowed) -- checked only where the key is present
 _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("seed", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
@@ -60,12 +64,43 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("head.z_activation", lambda v: v in Z_ACTIVATIONS, f"one of {', '.join(Z_ACTIVATIONS)}"),
     ("loss.label_smoothing", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("loss.eps", lambda v: _is_num(v) and v >= 0, "a number >= 0"),
-    ("loss.reduction", lambda v: v in losses.REDUCTIONS, f"one of {', '.join(losses.REDUCTIONS)}"),
+    ("loss.reduction", lambda v: v in TRAINING_REDUCTIONS,
+     f"one of {', '.join(TRAINING_REDUCTIONS)} (none gives one loss per element: nothing to train on)"),
+    ("model.dropout", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("model.channels", lambda v: _is_int_list(v, minimum=1) and len(v) > 0, "a non-empty list of integers >= 1"),
+    ("data.num_features", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("data.cardinality", lambda v: _is_num(v) and v > 0, "a number > 0 (and <= data.num_classes)"),
+    ("data.imbalance", lambda v: _is_num(v) and v >= 0, "a number >= 0 (0: balanced)"),
+    ("data.noise", lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+    ("data.multilabel", lambda v: isinstance(v, bool), "true or false"),
+    ("data.problem_seed", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    ("trainer.gradient_clip_val", lambda v: v is None or (_is_num(v) and v >= 0),
+     "null or a number >= 0 (0 and null: no clipping)"),
+    ("trainer.divergence_check_every", lambda v: v is None or (_is_int(v) and v >= 1),
+     "null (1 on CPU, 50 on GPU) or an integer >= 1"),
     ("seeds", lambda v: v is None or _is_seed_list(v), "null or a non-empty list of distinct integers >= 0"),
     ("resume", lambda v: v in (True, False, "auto") or (isinstance(v, str) and v.strip() != ""),
      "auto (continue an unfinished run of the same config if there is one), true (must continue one), "
      "false, or the path of a run directory or .ckpt file"),
 ]
+
+
+def _is_int_list(v: Any, minimum: int) -> bool:
+    items = list(v) if OmegaConf.is_list(v) or isinstance(v, (list, tuple)) else None
+    return items is not None and all(_is_int(i) and i >= minimum for i in items)
+
+
+def _check_model_hidden(cfg: DictConfig) -> None:
+    """``model.hidden``: the MLP's hidden widths (a list), the CNN's fully connected width (one integer)."""
+    hidden = OmegaConf.select(cfg, "model.hidden", default="<absent>")
+    if isinstance(hidden, str) and hidden == "<absent>":
+        return
+    mlp = cfg.model.name == "mlp"
+    ok = _is_int_list(hidden, minimum=1) if mlp else _is_int(hidden) and hidden >= 1
+    if not ok:
+        shown = OmegaConf.to_container(hidden) if OmegaConf.is_config(hidden) else hidden
+        allowed = "a list of integers >= 1 (the hidden widths; [] for none)" if mlp else "an integer >= 1"
+        raise ConfigError(f"model.hidden={shown!r} is invalid for model={cfg.model.name}; allowed: {allowed}")
 
 
 def _is_int(v: Any) -> bool:
@@ -104,6 +139,7 @@ def validate_values(cfg: DictConfig) -> None:
         if not (isinstance(value, str) and value == "<absent>") and not ok(value):
             shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
             raise ConfigError(f"{key}={shown!r} is invalid; allowed: {allowed}")
+    _check_model_hidden(cfg)
     validate_passed_keys(cfg)
 
 

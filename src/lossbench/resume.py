@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +138,7 @@ class UnreadableCheckpoint(DataError):
 
     def with_command(self, command: str) -> UnreadableCheckpoint:
         """The same error naming the whole command that starts over."""
-        return UnreadableCheckpoint(self.path, self.reason, f": {command}")
+        return UnreadableCheckpoint(self.path, self.reason, f"this command: {command}")
 
 
 def checkpoint_info(path: Path) -> dict[str, int]:
@@ -148,8 +149,22 @@ def checkpoint_info(path: Path) -> dict[str, int]:
         epochs = ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
         return {"epochs": int(epochs), "global_step": int(ckpt["global_step"])}
     except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UnreadableCheckpoint(path, reason) from None
+        raise UnreadableCheckpoint(path, load_error_reason(err)) from None
+
+
+def load_error_reason(err: BaseException) -> str:
+    """What went wrong in ``torch.load``, in one line: for weights-only loading its specific reason (the
+    global it refused), not its generic advice to load the file with ``weights_only=False``."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch colours its advice
+    if "Weights only load failed" in text:
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("WeightsUnpickler error: "):
+                return "weights-only loading refused it: " + line.removeprefix("WeightsUnpickler error: ").split(
+                    ". Please use")[0].rstrip(".")
+            if line.startswith("Trying to load unsupported GLOBAL"):
+                return "weights-only loading refused it: " + line.rstrip(".")
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def find_checkpoint(cfg: DictConfig, claim: Callable[[Path], Holder | None] | None = None) -> Path | None:

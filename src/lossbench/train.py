@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from lossbench import cli
 from lossbench.config import validate_values
 from lossbench.engine import checkpoint_to_resume, train
-from lossbench.errors import UserError
+from lossbench.errors import ConfigError, UserError
 from lossbench.locks import Locks
 from lossbench.paths import CHECKPOINT, CONFIG_DIR
 from lossbench.redaction import redact_secrets
@@ -60,6 +60,11 @@ def print_results(summary: dict[str, Any], run_dir: Path) -> None:
 
 def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+# marks an exception raised by training (a crash: keeps its traceback), unlike one raised while Hydra composes
+# the config from the overrides (bad input, e.g. data=0: "Config group override must be a string")
+CRASHED_IN_TASK = "_lossbench_crashed_in_task"
 
 
 def start_over_command() -> str:
@@ -118,6 +123,8 @@ def run(cfg: DictConfig) -> None:
             exit_with_write_error(cause, run_dir)
         if is_multirun():
             log.exception("failed %s", run_dir.name)
+        with contextlib.suppress(AttributeError):  # kept when a sweep's worker process pickles it back
+            setattr(err, CRASHED_IN_TASK, True)
         raise
     finally:
         locks.release()
@@ -139,7 +146,8 @@ def exit_with_write_error(err: OSError, where: Path | None = None) -> None:
 def main() -> None:
     """``lossbench-train`` / ``python -m lossbench.train``: bad input (lossbench's or Hydra's: unknown
     option, unknown key, unparsable override) ends with one line ``error: ...`` on stderr and exit
-    code 2, no traceback unless ``HYDRA_FULL_ERROR=1``. A file that cannot be written (full disk, read-only
+    code 2, no traceback unless ``HYDRA_FULL_ERROR=1`` (also when Hydra fails on the overrides with an error of
+    its own kind, e.g. ``data=0``). A file that cannot be written (full disk, read-only
     or unwritable folder) ends with one line naming it and exit code 1. Crashes keep their traceback (exit
     code 1)."""
     from hydra.errors import HydraException
@@ -157,9 +165,14 @@ def main() -> None:
         exit_with_error_line(err)
     except Exception as err:
         cause = cli.write_error(err)
-        if cause is None:
+        if cause is not None:
+            exit_with_write_error(cause)
+        if getattr(err, CRASHED_IN_TASK, False):
             raise
-        exit_with_write_error(cause)
+        if _user_full_error == "1":
+            raise
+        # raised before any job ran: Hydra could not compose a config from these overrides
+        exit_with_error_line(ConfigError(f"cannot compose the config from these overrides: {cli.error_line(err)}"))
     finally:
         if _user_full_error is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
