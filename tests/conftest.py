@@ -43,6 +43,18 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float 
                           capture_output=True, text=True, timeout=timeout)
 
 
+def trained_classes(run_dir: Path) -> tuple[list[str], int]:
+    """(class names in the run's thresholds.json, width of the trained network's last layer)."""
+    import json
+
+    import torch
+
+    names = json.loads((Path(run_dir) / "thresholds.json").read_text())["classes"]
+    weights = torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    last = [v for k, v in weights["state_dict"].items() if k.endswith(".weight")][-1]
+    return names, last.shape[0]
+
+
 @pytest.fixture
 def mnist_root() -> Path:
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():

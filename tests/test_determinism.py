@@ -1,8 +1,9 @@
 """Same config and seed -> identical metrics and identical trained weights on CPU; the summary names
-the versions of torch, lightning, torchmetrics and the git commit, so a result can be traced."""
+the versions of lossbench, torch, lightning, torchmetrics and the git commit, so a result can be traced."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import subprocess
 
@@ -10,6 +11,7 @@ import lightning
 import torch
 import torchmetrics
 
+import lossbench
 from lossbench.engine import train
 
 from conftest import REPO, TINY, TINY_SYNTHETIC, compose_config
@@ -36,6 +38,8 @@ def test_same_seed_gives_identical_metrics_and_weights(tmp_path):
 def test_summary_records_versions_and_git_commit(tmp_path):
     summary = train(compose_config([*TINY_SYNTHETIC, *TINY]), tmp_path)
     versions = summary["versions"]
+    # the installed distribution's version (pyproject.toml), which lossbench.__version__ must repeat
+    assert versions["lossbench"] == importlib.metadata.version("lossbench") == lossbench.__version__
     assert versions["torch"] == torch.__version__
     assert versions["lightning"] == lightning.__version__
     assert versions["torchmetrics"] == torchmetrics.__version__

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from lossbench.build import build_datamodule
 from lossbench.config import check_combination, validate_names
 
-from conftest import CONFIG_DIR, TINY, TINY_SYNTHETIC, run_cli
+from conftest import CONFIG_DIR, TINY, run_cli
 
 PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 SWEEP_PRESETS = [p for p in PRESETS if not p.startswith("reproduce_")]  # reproduce_* drive scripts/reproduce.py
@@ -63,11 +63,16 @@ def test_experiment_preset_sweeps_only_valid_combinations(preset):
             check_combination(task, run.head.name, run.loss.name)  # raises on a pair the sweep would skip
 
 
+# trained jobs of 250 steps (a few seconds): longer than a worker process takes to start, so that two
+# workers' jobs can overlap at all
+LONGER = [o for o in TINY if not o.startswith(("trainer.limit_train_batches", "data.batch_size"))] + [
+    "data.train_size=4000", "data.val_size=128", "data.test_size=128", "data.batch_size=16"]
+
+
 @pytest.mark.slow
 def test_joblib_sweep_runs_jobs_in_parallel_and_skips_invalid_pairs(tmp_path):
     result = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"output_root={tmp_path}",
-                      "loss=bce_with_logits,cross_entropy", "head=sigmoid,softmax", *TINY_SYNTHETIC, *TINY],
-                     cwd=tmp_path)
+                      "loss=bce_with_logits,cross_entropy", "head=sigmoid,softmax", *LONGER], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     [sweep] = list((tmp_path / "multirun").iterdir())
     summaries = {p.parent.name.split("_", 1)[1]: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
@@ -86,3 +91,8 @@ def test_joblib_sweep_runs_jobs_in_parallel_and_skips_invalid_pairs(tmp_path):
         if summary["status"] == "completed":
             assert summary["metrics"]["test/f1_macro"] is not None
             assert (Path(summary["run_dir"]) / "metrics.csv").exists() and name in summary["run_dir"]
+    # in parallel: some two jobs ran at the same time -- one started (Hydra wrote its .hydra/config.yaml)
+    # before the other ended (its summary.json); one after the other, each starts after the previous ended
+    spans = [((job / ".hydra" / "config.yaml").stat().st_mtime_ns, (job / "summary.json").stat().st_mtime_ns)
+             for job in sorted(p.parent for p in sweep.glob("*/summary.json"))]
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:]), spans
