@@ -42,6 +42,24 @@ def test_a_config_that_interpolates_the_key_is_redacted_in_the_summary(tmp_path,
     assert _files_containing(tmp_path, FAKE_KEY) == []
 
 
+def test_secret_and_password_variables_and_keys_are_redacted_in_the_summary(tmp_path, monkeypatch):
+    """README: ``*_SECRET`` and ``*PASSWORD*`` variables, and keys named like them, never reach a summary."""
+    values = {"STORAGE_CLIENT_SECRET": "s3cr3t-0123456789", "DB_PASSWORD_PROD": "hunter2-hunter2",
+              "MYPASSWORDFILE": "pw-file-contents-42"}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    cfg = compose_config([*TINY_SYNTHETIC, *TINY, "+note=${oc.env:STORAGE_CLIENT_SECRET}",
+                          "+db.url='postgres://user:${oc.env:DB_PASSWORD_PROD}@host/db'",
+                          "+db.file=${oc.env:MYPASSWORDFILE}", "+client_secret=typed-in", "+db.password=typed-in-too",
+                          "+db.host=db.example.org"])
+    summary = train(cfg, tmp_path)
+    assert summary["config"]["note"] == REDACTED and summary["config"]["client_secret"] == REDACTED
+    assert summary["config"]["db"] == {"url": REDACTED, "file": REDACTED, "password": REDACTED,
+                                       "host": "db.example.org"}  # what is not secret stays
+    for secret in [*values.values(), "typed-in"]:
+        assert _files_containing(tmp_path, secret) == []
+
+
 @pytest.mark.slow
 def test_no_secret_in_any_file_of_a_wandb_run_or_its_report(tmp_path):
     env = {**os.environ, "WANDB_API_KEY": FAKE_KEY, "LOSSBENCH_TEST_TOKEN": FAKE_TOKEN, "WANDB_MODE": "offline",

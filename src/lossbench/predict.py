@@ -19,6 +19,7 @@ import argparse
 import csv
 import io
 import json
+import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,8 +110,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Predict
         raise DataError(f"{rules_path}: missing; it is written when a run finishes its test")
     try:
         module = LossModule.load_from_checkpoint(checkpoint, map_location=device, weights_only=True)
-    except (RuntimeError, OSError, KeyError, EOFError) as err:
-        raise DataError(f"{checkpoint}: cannot load ({str(err).splitlines()[0]})") from None
+    except (RuntimeError, OSError, KeyError, EOFError, pickle.UnpicklingError) as err:
+        # UnpicklingError: weights-only loading refused what the file would run (pickled code)
+        from lossbench.resume import load_error_reason
+
+        raise DataError(f"{checkpoint}: cannot load ({load_error_reason(err)})") from None
     return Predictor(module, json.loads(rules_path.read_text()), device)
 
 
