@@ -3,8 +3,10 @@ either in a run (exit code 0, a ``summary.json``) or in exactly one line ``error
 code 2 -- never a traceback.
 
 The examples go in process through the CLI's own entry point (``lossbench.train.main`` with ``sys.argv``
-set: Hydra, validation, resume, the real Trainer on tiny settings), a bounded number of them; a few fixed
-mixes go through ``python -m lossbench.train`` as a user runs it. The 30 examples are derandomised (the
+set: Hydra, validation, resume, the real Trainer on tiny settings): first each documented invalid value
+alone (explicit examples: a value that validation lets through shows as the crash it causes), then
+generated mixes of valid values, one invalid value or junk text; a few fixed mixes go through
+``python -m lossbench.train`` as a user runs it. The 30 examples are derandomised (the
 same ones each run); ``LOSSBENCH_HYPOTHESIS_RANDOM=1`` draws new ones, ``LOSSBENCH_HYPOTHESIS_EXAMPLES=N``
 draws N.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from lossbench import losses
@@ -30,9 +32,9 @@ from conftest import run_cli
 
 # (valid values, invalid values) per documented key; configs/*/ and README "What exists" list them
 GROUPS = {
-    "data": (["synthetic"], ["imagenet", "mnist", "coco", "Synthetic"]),  # mnist/coco: data.root below is missing
+    "data": (["synthetic"], ["imagenet", "mnist", "coco", "Synthetic", "0"]),  # mnist/coco: data.root below is missing
     "head": (["sigmoid", "softmax", "partition"], ["tanh"]),
-    "loss": (losses.available(), ["mse", "bce"]),
+    "loss": (losses.available(), ["mse", "bce", "[bce_with_logits]"]),
     "model": (["mlp"], ["cnn", "resnet"]),  # cnn needs images: an error on synthetic data
     "optimizer": (["adam", "adamw", "sgd", "rmsprop", "adadelta", "adagrad"], ["lbfgs"]),
     "trainer": (["default", "cpu"], ["gpu", "tpu"]),
@@ -88,8 +90,14 @@ def pick(table: dict):
     return st.sampled_from(sorted(table)).flatmap(lambda key: st.tuples(st.just(key), value(key)))
 
 
-OVERRIDES = st.tuples(st.lists(pick(GROUPS), max_size=3, unique_by=lambda kv: kv[0]),
-                      st.lists(pick(KEYS), max_size=4, unique_by=lambda kv: kv[0]))
+# one probe per example: a documented invalid value (or junk) for one key, the rest mostly valid, so that an
+# invalid value validation lets through shows as the crash it causes
+PROBES = [(key, value) for table in (GROUPS, KEYS) for key, (_, invalid) in sorted(table.items()) for value in invalid]
+PROBE = st.integers(0, 9).flatmap(lambda r: st.sampled_from(PROBES).map(lambda kv: [kv]) if r < 4 else
+                                  st.tuples(st.sampled_from(sorted({**GROUPS, **KEYS})), JUNK).map(lambda kv: [kv])
+                                  if r < 5 else st.just([]))
+OVERRIDES = st.tuples(st.lists(pick(GROUPS), max_size=2, unique_by=lambda kv: kv[0]),
+                      st.lists(pick(KEYS), max_size=3, unique_by=lambda kv: kv[0]), PROBE)
 
 
 @contextlib.contextmanager
@@ -128,15 +136,24 @@ def check_outcome(code: int, stderr: str, root: Path, args: list[str]) -> None:
         assert not list(root.rglob("summary.json")), args
 
 
+def each_probe_alone(test):
+    """Explicit examples, run before the generated ones every time: each documented invalid value alone."""
+    for probe in reversed(PROBES):
+        test = example(overrides=([], [], [probe]))(test)
+    return test
+
+
 @pytest.mark.slow
+@each_probe_alone
 @settings(max_examples=int(os.environ.get("LOSSBENCH_HYPOTHESIS_EXAMPLES", "30")), deadline=None, database=None, print_blob=True,
           derandomize=not os.environ.get("LOSSBENCH_HYPOTHESIS_RANDOM"),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(overrides=OVERRIDES)
 def test_any_mix_of_overrides_runs_or_ends_in_one_error_line(overrides, tmp_path_factory, monkeypatch):
-    groups, keys = overrides
+    groups, keys, probe = overrides
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    chosen = dict(keys)
+    groups = list({**dict(groups), **{k: v for k, v in probe if k in GROUPS}}.items())
+    chosen = {**dict(keys), **{k: v for k, v in probe if k not in GROUPS}}
     workdir = tmp_path_factory.mktemp("cli")
     root = workdir / "runs"
     args = [f"{k}={v}" for k, v in groups] + [f"{k}={v}" for k, v in {**BASE, **chosen}.items()

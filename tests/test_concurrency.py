@@ -4,6 +4,7 @@ processes continue -- or train into -- one checkpoint (``lossbench.locks``; two 
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import re
@@ -164,6 +165,39 @@ def test_of_several_processes_finding_one_stale_lock_exactly_one_takes_it_over(t
     assert all(r == f"lost to {tmp_path / f'r{winners[0]}'}" for r in results if r != "won"), results
 
 
+# says "ready", then tries to take the lock of argv[1] for run folder argv[2]
+WAITER = """
+import sys
+from pathlib import Path
+from lossbench.locks import Locks
+print("ready", flush=True)
+holder = Locks(Path(sys.argv[2])).claim(Path(sys.argv[1]))
+print("won" if holder is None else "lost to " + holder.run_dir, flush=True)
+"""
+
+
+def test_a_take_over_waits_while_another_process_checks_the_same_folder(tmp_path):
+    """The check-and-take-over of a stale lock happens under ``flock`` of the checkpoint folder: while this
+    process holds it (as one in the middle of its own take-over would), another waits, then sees the result."""
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock_path(checkpoint).write_text(json.dumps(asdict(replace(this_process(tmp_path / "killed"), pid=dead.pid))))
+    folder = os.open(checkpoint.parent, os.O_RDONLY)
+    fcntl.flock(folder, fcntl.LOCK_EX)
+    waiter = subprocess.Popen([sys.executable, "-c", WAITER, str(checkpoint), str(tmp_path / "waiter")], env=ENV,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert waiter.stdout.readline().strip() == "ready"
+        time.sleep(1)
+        assert waiter.poll() is None, "it took over the lock while another process was checking it"
+        lock_path(checkpoint).write_text(json.dumps(asdict(this_process(tmp_path / "this-run"))))  # ours now
+    finally:
+        os.close(folder)  # releases the flock
+    assert waiter.communicate(timeout=60)[0].strip() == f"lost to {tmp_path / 'this-run'}"
+
+
 def test_which_holders_count_as_alive(tmp_path):
     me = this_process(tmp_path)
     assert is_alive(me)
@@ -180,6 +214,31 @@ def test_which_holders_count_as_alive(tmp_path):
     assert not is_alive(holder)  # a zombie: exited, not yet reaped
     child.wait()
     assert not is_alive(holder)  # gone
+
+
+@pytest.mark.slow
+def test_a_running_runs_checkpoint_is_passed_over_until_the_run_is_killed(tmp_path):
+    root = tmp_path / "runs"
+    # 5 epochs of 100 small steps: still training long after its first checkpoint
+    args = [f"output_root={root}", "trainer.max_epochs=5", "trainer.progress_bar=none", "data.train_size=800",
+            "data.val_size=64", "data.test_size=64", "data.batch_size=8", "trainer.limit_val_batches=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "lossbench.train", *args], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (found := sorted(root.glob(f"{RUN_NAME}/*/{CHECKPOINT}"))):
+            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+        [checkpoint] = found
+        assert read_holder(lock_path(checkpoint)).pid == proc.pid  # taken before training began
+        other = Locks(tmp_path / "another-run")
+        assert find_checkpoint(compose_config(args), other.claim) is None  # running, not interrupted
+        assert proc.poll() is None, "the run ended before the check: make it longer"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert find_checkpoint(compose_config(args), other.claim) == checkpoint  # killed: continued
+    other.release()
 
 
 @pytest.mark.slow

@@ -53,7 +53,7 @@ def run_on_disk(unshare, tmp_path, mount_options: str, args: list[str]):
 
 
 def error_lines(stderr: str) -> list[str]:
-    assert "Traceback" not in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr and "Error executing job" not in stderr, stderr[-3000:]
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 

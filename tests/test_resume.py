@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from lossbench.engine import train
 from lossbench.errors import ConfigError, DataError
+from lossbench.loggers import build_loggers
 from lossbench.resume import atomic_checkpoint_io, checkpoint_info, find_checkpoint
 from lossbench.summary import read_summary, write_json_atomic
 
@@ -197,6 +198,23 @@ def test_a_summary_write_that_fails_midway_leaves_the_old_file_whole(tmp_path):
         write_json_atomic(path, {"status": "completed", "metrics": {"test/acc": object()}})
     assert json.loads(path.read_text()) == {"status": "completed", "metrics": {"test/acc": 0.9}}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left behind
+
+
+def test_a_metrics_save_that_fails_midway_leaves_the_old_metrics_csv_whole(tmp_path):
+    class Unprintable:
+        def __str__(self):
+            raise ValueError("cannot be written")
+
+    [csv_logger] = build_loggers(compose_config([]), tmp_path)
+    csv_logger.log_metrics({"train/loss": 0.5}, step=0)
+    csv_logger.save()
+    before = (tmp_path / "metrics.csv").read_text()
+    csv_logger.log_metrics({"train/loss": 0.25}, step=1)  # would be appended...
+    csv_logger.log_metrics({"train/loss": Unprintable()}, step=2)  # ...before this row fails
+    with pytest.raises(ValueError, match="cannot be written"):
+        csv_logger.save()
+    assert (tmp_path / "metrics.csv").read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]  # no temporary file left behind
 
 
 def test_a_checkpoint_write_that_fails_midway_leaves_the_old_checkpoint_whole(tmp_path):
