@@ -198,7 +198,8 @@ def test_a_take_over_waits_while_another_process_checks_the_same_folder(tmp_path
     assert waiter.communicate(timeout=60)[0].strip() == f"lost to {tmp_path / 'this-run'}"
 
 
-def test_which_holders_count_as_alive(tmp_path):
+def test_which_holders_count_as_alive(tmp_path, monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     me = this_process(tmp_path)
     assert is_alive(me)
     assert not is_alive(replace(me, started=me.started + 1))  # our pid, but a process started later: reused
@@ -214,6 +215,18 @@ def test_which_holders_count_as_alive(tmp_path):
     assert not is_alive(holder)  # a zombie: exited, not yet reaped
     child.wait()
     assert not is_alive(holder)  # gone
+
+
+def test_a_requeued_slurm_job_takes_over_the_lock_of_its_earlier_incarnation(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    first = replace(this_process(tmp_path), host="node-that-was-preempted")  # live for all this host can tell
+    assert is_alive(first)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # Slurm requeued the job: the first incarnation ended
+    assert not is_alive(first)
+    assert is_alive(replace(first, slurm_restart=1))  # the same incarnation: another process of this job
+    monkeypatch.setenv("SLURM_JOB_ID", "4243")
+    assert is_alive(first)  # another job's lock: only the host rules apply
 
 
 @pytest.mark.slow
