@@ -56,6 +56,7 @@ def test_float64_members_match_separate_runs(tmp_path):
         member_dir = tmp_path / "vec" / member["config"]["run_name"]
         assert read_summary(member_dir) == member
         assert set(member) == set(separate)
+        assert member["classes"] == separate["classes"] == [f"class_{c}" for c in range(10)]
         assert member["config"] == separate["config"]
         assert (member["status"], member["task"], member["epochs"], member["global_step"]) == \
                (separate["status"], separate["task"], separate["epochs"], separate["global_step"])
