@@ -91,6 +91,7 @@ class ImageFolderDataModule(LabelledDataModule):
         class_to_idx = {c: i for i, c in enumerate(names)}
         ignored: list[str] = []
         ys, splits = [], []
+        self.paths = []
         for split, folder in folders.items():
 
             def valid(path: str, folder=folder) -> bool:
