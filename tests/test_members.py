@@ -68,6 +68,7 @@ def test_float64_members_match_separate_runs(tmp_path):
         assert read_summary(member_dir) == member
         assert set(member) == set(separate)
         assert member["config"] == separate["config"]
+        assert (member["num_classes"], member["classes"]) == (separate["num_classes"], separate["classes"])
         assert (member["status"], member["task"], member["epochs"], member["global_step"]) == \
                (separate["status"], separate["task"], separate["epochs"], separate["global_step"])
         expected, got = step_losses(separate_dir), step_losses(member_dir)
@@ -167,12 +168,42 @@ def test_unsupported_settings_are_rejected_in_one_line(overrides, message, tmp_p
     assert not list(tmp_path.rglob("summary.json"))
 
 
-def test_a_model_with_batch_norm_is_refused_by_name(tmp_path):
-    from lossbench.members import layer_obstacles
+class BatchNormNet(torch.nn.Sequential):
+    """A user's model (``model=custom model._target_=test_members.BatchNormNet``) with batch norm."""
 
-    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Dropout(0.1))
-    assert layer_obstacles(net) == ["1 (BatchNorm1d)", "2 (Dropout)"]
-    assert layer_obstacles(torch.nn.Sequential(torch.nn.Linear(4, 4))) == []
+    def __init__(self, in_shape, num_outputs):
+        super().__init__(torch.nn.Flatten(), torch.nn.Linear(math.prod(in_shape), 8), torch.nn.BatchNorm1d(8),
+                         torch.nn.Linear(8, num_outputs))
+
+
+class ScaledNet(torch.nn.Module):
+    """A user's model with a constant buffer: members stack it with the weights."""
+
+    def __init__(self, in_shape, num_outputs):
+        super().__init__()
+        self.linear = torch.nn.Linear(math.prod(in_shape), num_outputs)
+        self.register_buffer("scale", torch.tensor(0.5))
+
+    def forward(self, x):
+        return self.linear(x.flatten(1)) * self.scale
+
+
+def test_a_model_with_batch_norm_is_refused_in_one_line(tmp_path):
+    overrides = [*SYNTHETIC, "seeds=[0,1]", "model=custom", "model._target_=test_members.BatchNormNet"]
+    with pytest.raises(ConfigError) as err:
+        train_members(compose_config(overrides), tmp_path)
+    assert "model=custom has 2 (BatchNorm1d: running statistics), which members cannot train" in str(err.value)
+    assert "\n" not in str(err.value) and not list(tmp_path.rglob("summary.json"))
+
+
+@pytest.mark.slow
+def test_members_of_a_model_with_a_buffer_match_separate_runs(tmp_path):
+    overrides = [*FLOAT64, "model=custom", "model._target_=test_members.ScaledNet"]
+    members = train_members(compose_config([*overrides, "seeds=[0,2]"]), tmp_path / "vec")
+    separate = train(compose_config([*overrides, "seed=2"]), tmp_path / "separate")
+    assert step_losses(tmp_path / "vec" / members[1]["config"]["run_name"]) == \
+        pytest.approx(step_losses(tmp_path / "separate"), abs=1e-6)
+    assert members[1]["metrics"] == pytest.approx(separate["metrics"], abs=1e-6)
 
 
 def test_bf16_mixed_members_train(tmp_path):

@@ -52,9 +52,11 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("optimizer.weight_decay", lambda v: _is_num(v) and v >= 0, "a number >= 0"),
     ("optimizer.momentum", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("data.batch_size", lambda v: _is_int(v) and v > 0, "an integer > 0"),
-    ("data.val_size", lambda v: _is_int(v) and v > 0, "an integer > 0"),
+    # a count, or (data=image_folder, image_csv, arrays) a fraction of the training examples
+    ("data.val_size", lambda v: _is_int(v) and v > 0 or _is_fraction(v), "an integer > 0 or a fraction in (0, 1)"),
     ("data.train_size", lambda v: v is None or (_is_int(v) and v > 0), "null or an integer > 0"),
-    ("data.test_size", lambda v: v is None or (_is_int(v) and v > 0), "null or an integer > 0"),
+    ("data.test_size", lambda v: v is None or (_is_int(v) and v > 0) or _is_fraction(v),
+     "null, an integer > 0 or a fraction in (0, 1)"),
     ("data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     ("trainer.max_epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ("trainer.gradient_clip_val", lambda v: v is None or (_is_num(v) and v > 0), "null or a number > 0"),
@@ -85,6 +87,10 @@ def _is_int(v: Any) -> bool:
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _is_fraction(v: Any) -> bool:
+    return _is_num(v) and not _is_int(v) and 0 < v < 1
 
 
 def _is_seed_list(v: Any) -> bool:

@@ -48,6 +48,7 @@ from lossbench.build import build_datamodule, build_module, build_trainer
 from lossbench.config import validate
 from lossbench.errors import ConfigError
 from lossbench.metrics import update_metrics
+from lossbench.models import member_obstacles
 from lossbench.module import LossModule, SteppedModule
 from lossbench.paths import CHECKPOINT, CONFIG_DIR, HYDRA_CONFIG
 
@@ -90,14 +91,6 @@ def member_configs(cfg: DictConfig) -> list[DictConfig]:
     return members
 
 
-def layer_obstacles(net: nn.Module) -> list[str]:
-    """Layers that make a vmapped stack train differently from separate runs, as ``name (Type)``."""
-    blocked = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
-    found = [f"{name} ({type(m).__name__})" for name, m in net.named_modules() if isinstance(m, blocked)]
-    found += [f"{name} (buffer)" for name, _ in net.named_buffers()] if not found else []
-    return found
-
-
 def check_members(cfg: DictConfig) -> None:
     """What members cannot do, each a one-line ``ConfigError`` naming the key and what is allowed."""
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -135,18 +128,20 @@ class MemberModule(SteppedModule):
         for cfg in cfgs:
             L.seed_everything(cfg.seed, workers=True, verbose=False)  # as a single run does, before build_module
             module = build_module(cfg, dm)
-            obstacles = layer_obstacles(module.net)
+            obstacles = member_obstacles(module.net)
             if obstacles:
                 raise ConfigError(f"model={cfg.model.name} has {', '.join(obstacles[:3])}, which members cannot "
-                                  "train like separate runs; allowed with seeds=/losses=: models without dropout, "
-                                  "batch norm or other buffers (or run the seeds separately: -m seed=0,1,...)")
+                                  "train like separate runs; allowed with seeds=/losses=: models without dropout "
+                                  "or batch-norm running statistics (or run the seeds separately: -m seed=0,1,...)")
             nets.append(module.net)
             module.net = None  # the weights live in the stack below
             parts.append(module)
         self.parts = nn.ModuleList(parts)
-        params, _ = stack_module_state(nets)
-        self.param_names = list(params)
+        params, buffers = stack_module_state(nets)
+        self.param_names, self.buffer_names = list(params), list(buffers)
         self.stacked = nn.ParameterList([nn.Parameter(params[name].detach().clone()) for name in self.param_names])
+        for i, name in enumerate(self.buffer_names):  # constant buffers of a custom model, stacked alike
+            self.register_buffer(f"stacked_buffer_{i}", buffers[name].detach().clone())
         template = copy.deepcopy(nets[0]).to("meta")
         object.__setattr__(self, "_template", template)  # not a submodule: it only lends its structure
 
@@ -167,7 +162,10 @@ class MemberModule(SteppedModule):
 
     # -- forward and losses ------------------------------------------------------------------------------
     def weights(self) -> dict[str, torch.Tensor]:
-        return dict(zip(self.param_names, self.stacked, strict=True))
+        weights = dict(zip(self.param_names, self.stacked, strict=True))
+        for i, name in enumerate(self.buffer_names):
+            weights[name] = getattr(self, f"stacked_buffer_{i}")
+        return weights
 
     def member_losses(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``(M,)`` each member's loss on its raw scores ``raw[m]`` and targets ``y[m]``."""
@@ -295,7 +293,7 @@ class MemberModule(SteppedModule):
         module = build_module(self.cfgs[m], dm)
         module.net.load_state_dict({name: w[m].detach().to(torch.float32 if w.dtype in (torch.float16, torch.bfloat16)
                                                                else w.dtype).cpu()
-                                    for name, w in zip(self.param_names, self.stacked, strict=True)})
+                                    for name, w in self.weights().items()})
         if self.stacked[0].dtype == torch.float64:
             module = module.double()
         return module
@@ -360,13 +358,13 @@ def train_members(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
         checkpoint.pop("lossbench_members", None)
         summaries.append(write_member(member_cfg, single, module.history[m], member_dir, metrics, checkpoint,
                                       dm.task, epochs, steps, time.perf_counter() - start,
-                                      divergence.as_dict() if divergence else None))
+                                      divergence.as_dict() if divergence else None, list(dm.classes)))
     return summaries
 
 
 def write_member(cfg: DictConfig, module: LossModule, history: list, member_dir: Path, metrics: dict,
                  checkpoint: dict, task: str, epochs: int, global_step: int, wall_time_s: float,
-                 divergence: dict | None) -> dict[str, Any]:
+                 divergence: dict | None, classes: list[str]) -> dict[str, Any]:
     """Everything a separate run leaves in its directory: logs, checkpoint, config, summary."""
     from lossbench.loggers import build_loggers, finish_loggers
     from lossbench.summary import run_summary, write_atomic, write_summary
@@ -382,7 +380,8 @@ def write_member(cfg: DictConfig, module: LossModule, history: list, member_dir:
     OmegaConf.save(cfg, member_dir / HYDRA_CONFIG)
     if cfg.trainer.get("checkpoint", True):
         write_atomic(member_dir / CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
-    summary = run_summary(cfg, task, metrics, epochs, global_step, wall_time_s, member_dir, divergence)
+    summary = run_summary(cfg, task, metrics, epochs, global_step, wall_time_s, member_dir, divergence,
+                          classes=classes)
     write_summary(member_dir, summary)
     for logger in loggers:
         logger.finalize("success")

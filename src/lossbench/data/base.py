@@ -31,6 +31,10 @@ class Normalization:
     std: list[float] = field(default_factory=lambda: [1.0])
 
 
+# ImageNet's per-channel RGB mean and std (torchvision's and timm's pretrained weights expect them)
+IMAGENET = Normalization(255.0, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+
+
 class TensorBatches:
     """The batches of a whole-tensor split, one index operation each: no per-sample work, no collate, no
     DataLoader machinery (about 0.1 ms a step at MLP scale). Lightning takes any iterable with a length as a
