@@ -10,7 +10,7 @@ import math
 import pytest
 
 from lossbench.engine import train
-from lossbench.report import build_report
+from lossbench.analysis.report import build_report
 
 from conftest import TINY, TINY_SYNTHETIC, compose_config, run_cli
 

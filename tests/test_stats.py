@@ -11,6 +11,7 @@ import pytest
 from scipy import stats as sps
 
 from lossbench.analysis.stats import (
+    assess_family,
     bootstrap_ci,
     comparison_detectable,
     decide,
@@ -188,6 +189,21 @@ def test_verdict_needs_both_adjusted_p_values_and_both_directions():
     assert decide("greater", 0.01, 0.01, 1, -1, 10) == "tests disagree in direction"
     with pytest.raises(ValueError, match="claim must be one of"):
         decide("bigger", 0.01, 0.01, 1, 1, 10)
+
+
+def test_a_family_is_adjusted_together_and_sized_for_its_detectable_difference():
+    strong = paired_comparison(list(range(1, 11)), [0] * 10)  # t p tiny, Wilcoxon 2/1024
+    weak = paired_comparison([1, -2, 3, 4, 5, 6], [0] * 6)  # Wilcoxon 6/64
+    worse = paired_comparison([0] * 10, list(range(2, 12)))
+    out = assess_family([strong, weak, worse], ["greater", "greater", "greater"])
+    # Wilcoxon p 2/1024, 6/64, 2/1024 -> Holm: max(3, 2) * 2/1024 for the two smallest, then 1 * 6/64
+    assert [o["p_wilcoxon_holm"] for o in out] == pytest.approx([3 * 2 / 1024, 6 / 64, 3 * 2 / 1024])
+    assert [o["verdict"] for o in out] == ["supported", "no significant difference at n=6", "contradicted"]
+    assert {o["family_size"] for o in out} == {3} and out[0]["detectable_alpha"] == pytest.approx(0.05 / 3)
+    assert out[0]["detectable"] == pytest.approx(detectable_difference(strong.std_diff, 10, 0.05 / 3))
+    assert out[1]["detectable"] == math.inf  # 2/64 > 0.05/3: six pairs cannot reach the corrected level
+    assert assess_family([strong], [None])[0]["verdict"] == "a higher"
+    assert assess_family([worse], [None])[0]["verdict"] == "a lower"
 
 
 def test_wilcoxon_direction_comes_from_its_own_statistic_not_the_mean():

@@ -37,7 +37,7 @@ Family of comparisons: :func:`holm` (Holm 1979) adjusts each test's p-values ove
 :func:`decide` gives the verdict on a directional claim ("a > b" or "a < b"): **supported** when both
 adjusted p-values are ``< α`` and both tests point the claim's way; **contradicted** when both are ``< α``
 and both point the other way; **tests disagree** when both are ``< α`` but point different ways;
-otherwise **no significant difference at n=…**.
+otherwise **no significant difference at n=…**. :func:`assess_family` does all of it for one family.
 
 Across settings (:func:`friedman`): ranks of ``k`` strategies within each of ``N`` settings, the Friedman
 test with tie correction, and the Nemenyi critical difference of average ranks (Demšar 2006).
@@ -62,6 +62,7 @@ BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 CLAIMS = ("greater", "less")
 SUPPORTED, CONTRADICTED, DISAGREE = "supported", "contradicted", "tests disagree in direction"
+A_HIGHER, A_LOWER = "a higher", "a lower"
 
 
 @dataclass(frozen=True)
@@ -353,17 +354,34 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     return out
 
 
-def decide(claim: str, p_t: float, p_wilcoxon: float, t_direction: int, wilcoxon_direction: int, n: int,
+def decide(claim: str | None, p_t: float, p_wilcoxon: float, t_direction: int, wilcoxon_direction: int, n: int,
            alpha: float = ALPHA) -> str:
-    """Verdict on a directional claim (module docstring); the p-values are the family-adjusted ones."""
-    if claim not in CLAIMS:
+    """Verdict on a directional claim (module docstring); the p-values are the family-adjusted ones.
+    ``claim=None`` (no stated direction, a sweep report): **a higher** / **a lower** when both tests are
+    significant and agree."""
+    if claim is not None and claim not in CLAIMS:
         raise ValueError(f"claim must be one of {', '.join(CLAIMS)}, got {claim!r}")
     if p_t < alpha and p_wilcoxon < alpha and t_direction != 0 and wilcoxon_direction != 0:
-        want = 1 if claim == "greater" else -1
-        if t_direction == wilcoxon_direction:
-            return SUPPORTED if t_direction == want else CONTRADICTED
-        return DISAGREE
+        if t_direction != wilcoxon_direction:
+            return DISAGREE
+        if claim is None:
+            return A_HIGHER if t_direction > 0 else A_LOWER
+        return SUPPORTED if t_direction == (1 if claim == "greater" else -1) else CONTRADICTED
     return f"no significant difference at n={n}"
+
+
+def assess_family(comparisons: Sequence[Comparison], claims: Sequence[str | None], alpha: float = ALPHA,
+                  power: float = POWER) -> list[dict]:
+    """Holm over the family (the t and the rank p-values each), the verdict of each comparison on its
+    claim, and its detectable difference at ``α/m`` (see the module docstring)."""
+    m = len(comparisons)
+    p_t = holm([c.p_t for c in comparisons])
+    p_w = holm([c.p_wilcoxon for c in comparisons])
+    level = alpha / m if m else alpha
+    return [{"p_t_holm": pt, "p_wilcoxon_holm": pw, "verdict": decide(claim, pt, pw, c.t_direction,
+                                                                       c.wilcoxon_direction, c.n_a, alpha),
+             "detectable": comparison_detectable(c, level, power), "detectable_alpha": level, "family_size": m}
+            for c, claim, pt, pw in zip(comparisons, claims, p_t, p_w, strict=True)]
 
 
 def direction_word(direction: int) -> str:
