@@ -3,8 +3,9 @@ config tree is found in one place."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from lossbench.paths import CONFIG_DIR
 

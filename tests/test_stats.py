@@ -93,7 +93,7 @@ def test_signed_rank_ties_and_zeros():
 
 def test_exact_signed_rank_equals_brute_force_enumeration_on_random_data():
     rng = np.random.default_rng(3)
-    for trial in range(30):
+    for _ in range(30):
         n = int(rng.integers(1, 11))
         d = rng.integers(-4, 5, size=n)  # small integers: many ties and zeros
         assert signed_rank(d).p == pytest.approx(brute_force_signed_rank_p(list(d)), abs=1e-12), d
