@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from lossbench.reproduce import Job, _train_job, job_overrides, load_protocol
+from lossbench.analysis.reproduce.jobs import Job, job_overrides, train_one
+from lossbench.analysis.reproduce.protocol import load_protocol
 from lossbench.summary import read_summary
 
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     separate_cpu = []
     for job in jobs:
         start = time.process_time()
-        _train_job(job_overrides(protocol, job, "cpu", None), str(runs / job.key), 1)
+        train_one(job_overrides(protocol, job, "cpu", None), str(runs / job.key), 1)
         separate_cpu.append(time.process_time() - start)
     overrides = [o for o in job_overrides(protocol, jobs[0], "cpu", None) if not o.startswith("seed=")]
     GlobalHydra.instance().clear()
