@@ -78,6 +78,19 @@ def test_reliability_bins_pool_every_labels_probabilities():
     assert "test/ece_label/1" in metric_values({"ece": metric}, "test")
 
 
+def test_non_finite_probabilities_are_left_out():
+    probs, target = random_case(2)
+    metric = MultilabelCalibrationError(num_labels=6)
+    with_nan = probs.copy()
+    with_nan[:50, 2] = np.nan  # as a diverging model's outputs
+    metric.update(torch.tensor(with_nan), torch.tensor(target))
+    expected = numpy_ece(probs, target)
+    expected[2] = numpy_ece(probs[50:, 2:3], target[50:, 2:3])[0]  # label 2 over its 450 finite values
+    assert metric.per_label().numpy() == pytest.approx(expected, abs=1e-9)
+    assert float(metric.details()["reliability/00/count"]) + sum(
+        float(metric.details()[f"reliability/{b:02d}/count"]) for b in range(1, 15)) == 500 * 6 - 50
+
+
 @pytest.mark.slow
 def test_a_multilabel_run_summary_holds_the_calibration_and_the_sample_count(tmp_path):
     summary = train(compose_config([*TINY_SYNTHETIC, *TINY, "loss=bce_with_logits"]), tmp_path)

@@ -47,11 +47,14 @@ class MultilabelCalibrationError(Metric):
 
     def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
         probs = probs.detach().to(torch.float64)
+        finite = torch.isfinite(probs)  # a diverging run's nan probabilities are left out, not binned
+        probs = torch.where(finite, probs, torch.zeros_like(probs))
         bins = (probs * self.n_bins).floor().clamp(0, self.n_bins - 1).long()
         index = (bins + self.n_bins * torch.arange(self.num_labels, device=probs.device)).flatten()
         size = self.num_labels * self.n_bins
-        for state, values in ((self.count, torch.ones_like(probs)), (self.confidence, probs),
-                              (self.positives, target.to(torch.float64))):
+        positives = torch.where(finite, target.to(torch.float64), torch.zeros_like(probs))
+        for state, values in ((self.count, finite.to(torch.float64)), (self.confidence, probs),
+                              (self.positives, positives)):
             state += torch.zeros(size, dtype=torch.float64, device=probs.device).index_add_(
                 0, index, values.flatten()).view(self.num_labels, self.n_bins)
 

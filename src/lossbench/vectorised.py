@@ -39,7 +39,7 @@ from torch.func import functional_call, stack_module_state
 from lossbench import losses as loss_registry
 from lossbench.data.base import ShuffledBatches
 from lossbench.errors import ConfigError
-from lossbench.metrics import update_metrics
+from lossbench.metrics import metric_values, update_metrics
 from lossbench.paths import CONFIG_DIR
 
 DTYPES = {"32-true": torch.float32, "32": torch.float32, "64-true": torch.float64, "64": torch.float64}
@@ -299,7 +299,7 @@ class MemberStack:
         for m, metrics, loss in zip(self.members, metric_sets, losses, strict=True):
             values = {f"{split}/loss": loss}
             if m.active and count:
-                values.update({f"{split}/{name}": float(metric.compute()) for name, metric in metrics.items()})
+                values.update({name: float(value) for name, value in metric_values(metrics, split).items()})
             results.append(values)
         return results
 
