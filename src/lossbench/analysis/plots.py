@@ -44,6 +44,8 @@ def plot_final(labels: Sequence[str], values: Callable[[int, str], list[float]],
     """One panel per metric: each strategy's mean ± std (error bar) and its runs (dots).
     ``values(i, metric)``: the per-run values of strategy ``i``."""
     fig, axes = figure(len(metrics), 4.5, 0.5 + 0.45 * max(len(labels), 2))
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width + 0.075 * max(map(len, labels), default=0), height)  # room for long labels
     palette = colors(len(labels))
     cols = min(len(metrics), 3)
     for i, (ax, metric) in enumerate(zip(axes, metrics, strict=False)):
@@ -145,7 +147,7 @@ def plot_critical_difference(names: Sequence[str], mean_ranks: Sequence[float], 
     half = math.ceil(k / 2)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 1.6 + 0.3 * half + 0.2 * len(cliques)), layout="constrained")
+    fig = Figure(figsize=(8, 1.6 + 0.3 * half + 0.2 * len(cliques)))  # axes off: bbox_inches="tight" trims it
     ax = fig.subplots()
     low, high = 1, max(k, math.ceil(ranks.max()))
     ax.set_xlim(low - 0.5, high + 0.5)
