@@ -47,7 +47,7 @@ from lossbench import losses as loss_registry
 from lossbench.build import build_datamodule, build_module, build_trainer
 from lossbench.config import validate
 from lossbench.errors import ConfigError
-from lossbench.metrics import update_metrics
+from lossbench.metrics import metric_values, update_metrics
 from lossbench.models import member_obstacles
 from lossbench.module import LossModule, SteppedModule
 from lossbench.paths import CHECKPOINT, CONFIG_DIR, HYDRA_CONFIG
@@ -254,7 +254,7 @@ class MemberModule(SteppedModule):
                 results.append(None)
             else:
                 results.append({f"{stage}/loss": losses[m],
-                                **{f"{stage}/{name}": float(metric.compute()) for name, metric in metrics.items()}})
+                                **{k: float(v) for k, v in metric_values(metrics, stage).items()}})
             for metric in metrics.values():
                 metric.reset()
         return results

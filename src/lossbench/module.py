@@ -17,7 +17,7 @@ from torch import nn
 
 from lossbench.heads import get_head
 from lossbench.losses import get_loss
-from lossbench.metrics import build_metrics, update_metrics
+from lossbench.metrics import build_metrics, metric_values, update_metrics
 from lossbench.models import OPTIMIZERS, build_model
 from lossbench.resume import restore_rng, rng_state
 from lossbench.targets import prepare
@@ -246,7 +246,7 @@ class LossModule(SteppedModule):
 
     def _log_metrics(self, metrics: nn.ModuleDict, stage: str) -> None:
         # compute() already gathers every rank's state; sync_dist only marks the values as global
-        self.log_dict({f"{stage}/{name}": m.compute() for name, m in metrics.items()}, sync_dist=True)
+        self.log_dict(metric_values(metrics, stage), sync_dist=True)
         for m in metrics.values():
             m.reset()
 
