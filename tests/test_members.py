@@ -54,10 +54,11 @@ def test_members_start_from_the_separate_runs_weights():
 
 
 @pytest.mark.slow
-def test_float64_members_match_separate_runs(tmp_path):
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_float64_members_match_separate_runs(tmp_path, mode):
     """Step losses to 1e-6, test metrics, summary schema and config, checkpoint: as separate runs."""
-    members = train_members(compose_config([*FLOAT64, "seeds=[0,1]", "losses=[bce_with_logits,bce_manual]"]),
-                            tmp_path / "vec")
+    members = train_members(compose_config([*FLOAT64, "seeds=[0,1]", "losses=[bce_with_logits,bce_manual]",
+                                            f"members_forward={mode}"]), tmp_path / "vec")
     assert [s["config"]["run_name"] for s in members] == [
         "synthetic-sigmoid-bce_with_logits-seed0", "synthetic-sigmoid-bce_with_logits-seed1",
         "synthetic-sigmoid-bce_manual-seed0", "synthetic-sigmoid-bce_manual-seed1"]
@@ -67,7 +68,7 @@ def test_float64_members_match_separate_runs(tmp_path):
         member_dir = tmp_path / "vec" / member["config"]["run_name"]
         assert read_summary(member_dir) == member
         assert set(member) == set(separate)
-        assert member["config"] == separate["config"]
+        assert {**member["config"], "members_forward": "auto"} == separate["config"]
         assert (member["num_classes"], member["classes"]) == (separate["num_classes"], separate["classes"])
         assert (member["status"], member["task"], member["epochs"], member["global_step"]) == \
                (separate["status"], separate["task"], separate["epochs"], separate["global_step"])
@@ -104,7 +105,7 @@ def test_cnn_members_on_mnist_match_a_separate_run(mnist_root, tmp_path):
     overrides = ["data=mnist", f"data.root={mnist_root}", "loss=cross_entropy", "model=cnn", "model.channels=[4,8]",
                  "model.hidden=16", *TINY, "trainer.limit_train_batches=3", "trainer.precision=64-true",
                  "trainer.log_every_n_steps=1"]
-    members = train_members(compose_config([*overrides, "seeds=[2,5]"]), tmp_path / "vec")
+    members = train_members(compose_config([*overrides, "seeds=[2,5]", "members_forward=vmap"]), tmp_path / "vec")
     separate = train(compose_config([*overrides, "seed=5"]), tmp_path / "separate")
     member_dir = tmp_path / "vec" / "mnist-softmax-cross_entropy-seed5"
     assert step_losses(member_dir) == pytest.approx(step_losses(tmp_path / "separate"), abs=1e-6)

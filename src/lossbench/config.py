@@ -74,6 +74,7 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("loss.label_smoothing", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("loss.eps", lambda v: _is_num(v) and v >= 0, "a number >= 0"),
     ("loss.reduction", lambda v: v in losses.REDUCTIONS, f"one of {', '.join(losses.REDUCTIONS)}"),
+    ("members_forward", lambda v: v in ("auto", "vmap", "loop"), "auto, vmap or loop"),
     ("seeds", lambda v: v is None or _is_seed_list(v), "null or a non-empty list of distinct integers >= 0"),
     ("resume", lambda v: v in (True, False, "auto") or (isinstance(v, str) and v.strip() != ""),
      "auto (continue an unfinished run of the same config if there is one), true (must continue one), "

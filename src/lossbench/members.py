@@ -106,12 +106,23 @@ def check_members(cfg: DictConfig) -> None:
                           "would draw dropout masks unlike separate runs); allowed: 0")
 
 
+def forward_mode(cfg: DictConfig, trainer) -> str:
+    """``members_forward``: ``auto`` is ``loop`` on a CPU and ``vmap`` on an accelerator."""
+    mode = cfg.get("members_forward") or "auto"
+    if mode == "auto":
+        return "loop" if trainer.strategy.root_device.type == "cpu" else "vmap"
+    return mode
+
+
 # -- the stack -----------------------------------------------------------------------------------------
 
 class MemberModule(SteppedModule):
     """M members' stacked parameters, their criteria, heads and torchmetrics, as one LightningModule."""
 
-    def __init__(self, cfgs: list[DictConfig], dm) -> None:
+    def __init__(self, cfgs: list[DictConfig], dm, forward_mode: str = "vmap") -> None:
+        """``forward_mode``: ``vmap`` (one batched call for all members: the fast way on a GPU) or ``loop``
+        (each member's forward on its own slice of the stack, one after another: on a CPU, where sequential
+        GEMMs ran 10-20 % faster than the batched ones here). Both compute the same per-member operations."""
         super().__init__()
         first = cfgs[0]
         self.save_hyperparameters({
@@ -148,8 +159,10 @@ class MemberModule(SteppedModule):
         def net(weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
             return functional_call(template, weights, (x,))
 
-        self._forward_each = torch.vmap(net)  # member m sees its own batch x[m]
-        self._forward_shared = torch.vmap(net, in_dims=(0, None))  # every member sees the same batch
+        self._net = net
+        self._vmap_each = torch.vmap(net)  # member m sees its own batch x[m]
+        self._vmap_shared = torch.vmap(net, in_dims=(0, None))  # every member sees the same batch
+        self.forward_mode = forward_mode
         groups: dict[str, list[int]] = {}
         for i, cfg in enumerate(cfgs):
             groups.setdefault(OmegaConf.to_yaml(cfg.loss), []).append(i)
@@ -167,8 +180,24 @@ class MemberModule(SteppedModule):
             weights[name] = getattr(self, f"stacked_buffer_{i}")
         return weights
 
+    def forward_each(self, x: torch.Tensor) -> torch.Tensor:
+        """``(M, B, outputs)``: member m's raw scores on its own batch ``x[m]``."""
+        if self.forward_mode == "vmap":
+            return self._vmap_each(self.weights(), x)
+        slices = {name: w.unbind(0) for name, w in self.weights().items()}  # one backward node per tensor
+        return torch.stack([self._net({n: s[m] for n, s in slices.items()}, x[m]) for m in range(self.members)])
+
+    def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
+        """``(M, B, outputs)``: every member's raw scores on the same batch ``x``."""
+        if self.forward_mode == "vmap":
+            return self._vmap_shared(self.weights(), x)
+        slices = {name: w.unbind(0) for name, w in self.weights().items()}
+        return torch.stack([self._net({n: s[m] for n, s in slices.items()}, x) for m in range(self.members)])
+
     def member_losses(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``(M,)`` each member's loss on its raw scores ``raw[m]`` and targets ``y[m]``."""
+        if self.forward_mode == "loop":
+            return torch.stack([self.parts[m].compute_loss(raw[m], y[m]) for m in range(self.members)])
         if len(self._loss_groups) == 1:
             return self._loss_groups[0][0](raw, y)
         out = raw.new_empty(self.members)
@@ -180,7 +209,7 @@ class MemberModule(SteppedModule):
     # -- the step ------------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> None:
         x, y = batch  # (M, B, ...), one batch per member
-        raw = self._forward_each(self.weights(), self.parts[0].normalize(x))
+        raw = self.forward_each(self.parts[0].normalize(x))
         losses = self.member_losses(raw, y)
         # a diverged member adds nothing (its NaN gradient stays in its own slice of the stack)
         self.optimize(torch.where(self.active, losses, torch.zeros_like(losses)).sum())
@@ -230,7 +259,7 @@ class MemberModule(SteppedModule):
     # -- evaluation: every member on the same batches ------------------------------------------------------
     def _eval_step(self, batch, stage: str) -> None:
         x, y = batch
-        raw = self._forward_shared(self.weights(), self.parts[0].normalize(x))
+        raw = self.forward_shared(self.parts[0].normalize(x))
         losses = self.member_losses(raw, y.expand(self.members, *y.shape)).detach()
         self._loss_sum = getattr(self, "_loss_sum", 0) + losses * len(y)
         self._count = getattr(self, "_count", 0) + len(y)
@@ -327,8 +356,8 @@ def train_members(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
             raise ConfigError(f"member seed={member.seed} loss={member.loss.name}: {err}") from None
     dm.setup("fit")
     dm.member_seeds = [c.seed for c in cfgs]
-    module = MemberModule(cfgs, dm)
     trainer = build_trainer(cfg, Path(run_dir), loggers=[], dm=dm)
+    module = MemberModule(cfgs, dm, forward_mode(cfg, trainer))
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True)
     module.finish_tracking()
     dm.member_seeds = None

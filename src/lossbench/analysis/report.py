@@ -73,7 +73,7 @@ SAMPLES = "test/samples"
 PAIRS = ("all",)
 # config keys (and key prefixes, ending in ".") that do not change what a run measures
 IGNORED = ("seed", "run_name", "output_root", "resume", "print_config", "logger.", "data.root", "data.cache_dir",
-           "data.download", "trainer.progress_bar", "trainer.checkpoint", "trainer.divergence_check_every")
+           "data.download", "trainer.progress_bar", "trainer.checkpoint", "trainer.divergence_check_every", "members_forward")
 # order in which differing config keys appear in a strategy's label
 LABEL_ORDER = ("data.", "model.", "head.", "loss.", "optimizer.", "trainer.")
 REPORT_DIR = "report"
