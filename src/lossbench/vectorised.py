@@ -357,12 +357,12 @@ def train_members(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
             metrics = {k: finite_or_none(v) for k, v in tests[i].items()}
             metrics.update(evaluate_decision_rules(m.cfg, eval_trainer, m.module, dm, member_dir))
         summaries.append(write_member(m, member_dir, metrics, stack.optimizer_state(i), dm.task,
-                                      time.perf_counter() - start))
+                                      time.perf_counter() - start, noise=dm.noise_record))
     return summaries
 
 
 def write_member(m: Member, member_dir: Path, metrics: dict, optimizer_state: dict, task: str,
-                 wall_time_s: float) -> dict[str, Any]:
+                 wall_time_s: float, noise: dict | None = None) -> dict[str, Any]:
     """Everything a separate run leaves in its directory: logs, checkpoint, config, summary."""
     import lightning as L
 
@@ -385,7 +385,8 @@ def write_member(m: Member, member_dir: Path, metrics: dict, optimizer_state: di
             "optimizer_states": [optimizer_state], "lr_schedulers": [],
         }
         write_atomic(member_dir / "checkpoints" / "last.ckpt", lambda tmp: torch.save(checkpoint, tmp))
-    summary = run_summary(m.cfg, task, metrics, m.epochs, m.global_step, wall_time_s, member_dir, m.divergence)
+    summary = run_summary(m.cfg, task, metrics, m.epochs, m.global_step, wall_time_s, member_dir, m.divergence,
+                          noise=noise)
     write_summary(member_dir, summary)
     for logger in loggers:
         logger.finalize("success")
