@@ -47,7 +47,7 @@ stability: $(STAMP)  ## where each loss and its gradient turn inf/NaN in float32
 
 .PHONY: bench
 bench: $(STAMP)  ## performance on this machine (CPU, or the GPU when there is one) -> docs/benchmarks.md
-	$(PY) scripts/benchmark.py $(ARGS)
+	$(PY) -m lossbench.bench $(ARGS)
 
 .PHONY: reproduce reproduce-multilabel
 # PROFILE=cpu: each claim sized for < 1 hour on 2 CPU cores -> reports/reproduce_<claim>_cpu/ (default: the full protocol)

@@ -257,8 +257,8 @@ def test_summary_records_the_noise_and_every_strategy_trains_on_the_same_labels(
     assert clean["noise"]["train_labels_sha1"] != entry["train_labels_sha1"]
 
 
-def test_vectorised_members_record_the_noise(tmp_path):
-    from lossbench.vectorised import train_members
+def test_members_record_the_noise(tmp_path):
+    from lossbench.members import train_members
 
     cfg = compose_config([*MULTILABEL[:1], *TINY_SYNTHETIC, *TINY, "noise=missing", "noise.rate=0.6",
                           "seeds=[0,1]", "trainer.checkpoint=false"])

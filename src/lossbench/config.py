@@ -17,6 +17,7 @@ from lossbench import data, decisions, losses, noise
 from lossbench.errors import ConfigError
 from lossbench.heads import HEADS, TASKS, Z_ACTIVATIONS
 from lossbench.models import MODELS, OPTIMIZERS
+from lossbench.module import SCHEDULERS
 
 
 def is_valid(task: str, head: str, loss: str) -> bool:
@@ -56,6 +57,16 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.test_size", lambda v: v is None or (_is_int(v) and v > 0), "null or an integer > 0"),
     ("data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     ("trainer.max_epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("trainer.gradient_clip_val", lambda v: v is None or (_is_num(v) and v > 0), "null or a number > 0"),
+    ("trainer.gradient_clip_algorithm", lambda v: v in (None, "norm", "value"), "null, norm or value"),
+    ("trainer.accumulate_grad_batches", lambda v: v in (None, 1),
+     "1 (lossbench steps the optimizer once per batch; raise data.batch_size instead)"),
+    ("trainer.divergence_check_every", lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
+    ("trainer.log_every_n_steps", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("scheduler.name", lambda v: v in SCHEDULERS, f"one of {', '.join(SCHEDULERS)}"),
+    ("scheduler.warmup_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    ("scheduler.pct_start", lambda v: _is_num(v) and 0 < v < 1, "a number in the open interval (0, 1)"),
+    ("scheduler.min_lr", lambda v: _is_num(v) and v >= 0, "a number >= 0"),
     ("head.threshold", lambda v: _is_num(v) and 0 < v < 1, "a number in the open interval (0, 1)"),
     ("head.z_activation", lambda v: v in Z_ACTIVATIONS, f"one of {', '.join(Z_ACTIVATIONS)}"),
     ("loss.label_smoothing", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
@@ -117,8 +128,10 @@ def validate(cfg: DictConfig, task: str) -> None:
 
 
 # -- keys passed on to Lightning and torch ------------------------------------------------------------
-# trainer.* keys that are lossbench's own, not Trainer arguments (read by train.build_trainer)
-TRAINER_KEYS_OWN = ("progress_bar", "checkpoint", "divergence_check_every")
+# trainer.* keys that are lossbench's own, not Trainer arguments (read by build.build_trainer / the module):
+# lossbench steps the optimizer itself (lossbench.module), so it also clips the gradients itself
+TRAINER_KEYS_OWN = ("progress_bar", "checkpoint", "divergence_check_every", "gradient_clip_val",
+                    "gradient_clip_algorithm")
 # Trainer arguments train.build_trainer sets itself; a trainer.* key must not repeat them
 TRAINER_ARGS_SET_BY_LOSSBENCH = ("default_root_dir", "logger", "callbacks", "enable_progress_bar",
                                  "enable_checkpointing", "enable_model_summary", "use_distributed_sampler")

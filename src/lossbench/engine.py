@@ -45,7 +45,7 @@ def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> di
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg, dm)
     loggers = build_loggers(cfg, run_dir)
-    trainer = build_trainer(cfg, run_dir, loggers)
+    trainer = build_trainer(cfg, run_dir, loggers, dm=dm)
     # weights-only loading: a checkpoint is data, never code
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True)
     module.check_divergence()

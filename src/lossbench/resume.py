@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lossbench.errors import ConfigError, DataError
@@ -158,20 +157,19 @@ def find_checkpoint(cfg: DictConfig) -> Path | None:
     return None
 
 
-class RNGState(Callback):
-    """Saves the global torch RNG state in each checkpoint and restores it on resume, so that random
-    operations after the resume point (dropout) draw what an uninterrupted run would have drawn."""
+def rng_state() -> dict[str, Any]:
+    """The global torch RNG state, saved in each checkpoint (``lossbench.module``) and restored on resume, so that
+    random operations after the resume point (dropout) draw what an uninterrupted run would have drawn."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
-    def state_dict(self) -> dict[str, Any]:
-        state = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        torch.set_rng_state(state_dict["torch"])
-        if "cuda" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def atomic_checkpoint_io():

@@ -118,7 +118,7 @@ def git_commit(cwd: Path | None = None) -> str | None:
 def run_summary(cfg: DictConfig, task: str, metrics: dict[str, Any], epochs: int, global_step: int,
                 wall_time_s: float, run_dir: Path, divergence: dict[str, float] | None,
                 noise: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``summary.json`` of a trained run (``train()`` and each vectorised member write the same).
+    """The ``summary.json`` of a trained run (a single run and each member write the same).
     ``noise``: the training-label perturbation's settings and realised rate (``dm.noise_record``)."""
     summary = {
         "status": "diverged" if divergence else "completed",

@@ -61,9 +61,9 @@ def run(cfg: DictConfig) -> None:
     try:
         validate_values(cfg)  # before looking for checkpoints or reading data
         if cfg.get("seeds") is not None or cfg.get("losses") is not None:
-            from lossbench.vectorised import train_members  # several members in one pass
+            from lossbench.members import train_members  # several members in one pass
 
-            for summary in train_members(cfg, run_dir):
+            for summary in train_members(cfg, run_dir, resume_from=checkpoint_to_resume(cfg)):
                 print_results(summary, Path(summary["run_dir"]))
             return
         summary = train(cfg, run_dir, resume_from=checkpoint_to_resume(cfg))
