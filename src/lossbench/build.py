@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lossbench.config import TRAINER_KEYS_OWN
 from lossbench.errors import ConfigError
+from lossbench.noise import Noise
 
 
 def build_datamodule(cfg: DictConfig):
@@ -17,9 +18,11 @@ def build_datamodule(cfg: DictConfig):
     params = OmegaConf.to_container(cfg.data, resolve=True)
     name = params.pop("name")
     try:
-        return build(name, seed=cfg.seed, **params)
+        dm = build(name, seed=cfg.seed, **params)
     except TypeError as err:  # an unknown data.* key
         raise ConfigError(f"data={name}: {err}") from None
+    dm.noise = Noise.from_config(cfg.get("noise"), dataset=name)  # applied to the training split in dm.setup()
+    return dm
 
 
 def module_arguments(cfg: DictConfig, dm) -> dict:

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench import data, decisions, losses
+from lossbench import data, decisions, losses, noise
 from lossbench.errors import ConfigError
 from lossbench.heads import HEADS, TASKS, Z_ACTIVATIONS
 from lossbench.models import MODELS, OPTIMIZERS
@@ -123,6 +123,7 @@ def validate_values(cfg: DictConfig) -> None:
             shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
             raise ConfigError(f"{key}={shown!r} is invalid; allowed: {allowed}")
     validate_passed_keys(cfg)
+    noise.check_config(cfg.get("noise"))
 
 
 def validate(cfg: DictConfig, task: str) -> None:
@@ -130,6 +131,7 @@ def validate(cfg: DictConfig, task: str) -> None:
     validate_values(cfg)
     check_combination(task, cfg.head.name, cfg.loss.name)
     decisions.check_config(cfg.get("decision"), cfg.head.name)
+    noise.check_task(OmegaConf.select(cfg, "noise.name", default="none"), task)
 
 
 # -- keys passed on to Lightning and torch ------------------------------------------------------------

@@ -55,7 +55,8 @@ def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> di
         metrics = {k: finite_or_none(v) for k, v in results[0].items()}
         metrics.update(evaluate_decision_rules(cfg, trainer, module, dm, run_dir))
     summary = run_summary(cfg, dm.task, metrics, trainer.current_epoch, trainer.global_step,
-                          time.perf_counter() - start, run_dir, module.divergence, classes=dm.classes)
+                          time.perf_counter() - start, run_dir, module.divergence, classes=dm.classes,
+                          noise=dm.noise_record)
     if resume_from is not None:
         summary["resumed_from"] = str(resume_from)
     if trainer.is_global_zero:

@@ -387,13 +387,14 @@ def train_members(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
         checkpoint.pop("lossbench_members", None)
         summaries.append(write_member(member_cfg, single, module.history[m], member_dir, metrics, checkpoint,
                                       dm.task, epochs, steps, time.perf_counter() - start,
-                                      divergence.as_dict() if divergence else None, list(dm.classes)))
+                                      divergence.as_dict() if divergence else None, list(dm.classes),
+                                      noise=dm.noise_record))
     return summaries
 
 
 def write_member(cfg: DictConfig, module: LossModule, history: list, member_dir: Path, metrics: dict,
                  checkpoint: dict, task: str, epochs: int, global_step: int, wall_time_s: float,
-                 divergence: dict | None, classes: list[str]) -> dict[str, Any]:
+                 divergence: dict | None, classes: list[str], noise: dict | None = None) -> dict[str, Any]:
     """Everything a separate run leaves in its directory: logs, checkpoint, config, summary."""
     from lossbench.loggers import build_loggers, finish_loggers
     from lossbench.summary import run_summary, write_atomic, write_summary
@@ -410,7 +411,7 @@ def write_member(cfg: DictConfig, module: LossModule, history: list, member_dir:
     if cfg.trainer.get("checkpoint", True):
         write_atomic(member_dir / CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
     summary = run_summary(cfg, task, metrics, epochs, global_step, wall_time_s, member_dir, divergence,
-                          classes=classes)
+                          classes=classes, noise=noise)
     write_summary(member_dir, summary)
     for logger in loggers:
         logger.finalize("success")

@@ -2,7 +2,8 @@
 
 Fields: ``status`` ("completed", "diverged", "failed" or "skipped"), ``config`` (the resolved Hydra
 config), ``task``, ``num_classes`` and ``classes`` (the class names, in output order), ``metrics`` (flat name -> number, final test metrics), ``epochs``, ``wall_time_s``,
-``run_dir``, ``versions`` and ``git_commit`` (traceability), ``divergence`` / ``error`` when relevant.
+``run_dir``, ``versions`` and ``git_commit`` (traceability), ``noise`` (training-label perturbation and its
+realised rate, lossbench/noise.py), ``divergence`` / ``error`` when relevant.
 Written atomically: a kill never leaves half a JSON file.
 """
 
@@ -116,9 +117,10 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 def run_summary(cfg: DictConfig, task: str, metrics: dict[str, Any], epochs: int, global_step: int,
                 wall_time_s: float, run_dir: Path, divergence: dict[str, float] | None, *,
-                classes: list[str]) -> dict[str, Any]:
+                classes: list[str], noise: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``summary.json`` of a trained run (a single run and each member write the same);
-    ``classes``: the dataset's class names (``dm.classes``)."""
+    ``classes``: the dataset's class names (``dm.classes``); ``noise``: the training-label perturbation's
+    settings and realised rate (``dm.noise_record``)."""
     summary = {
         "status": "diverged" if divergence else "completed",
         "config": redact_secrets(OmegaConf.to_container(cfg, resolve=True)),
@@ -133,6 +135,8 @@ def run_summary(cfg: DictConfig, task: str, metrics: dict[str, Any], epochs: int
         "versions": versions(),
         "git_commit": git_commit(),
     }
+    if noise is not None:
+        summary["noise"] = noise
     if divergence:
         # the loss as text ("nan", "inf"): JSON has no non-finite numbers
         summary["divergence"] = {"step": divergence["step"], "loss": str(divergence["loss"])}

@@ -124,6 +124,10 @@ class TensorDataModule(L.LightningDataModule):
     input_shape: tuple[int, ...]
     classes: list[str]
     normalization: Normalization = Normalization()
+    # a lossbench.noise.Noise set by build.build_datamodule: perturbs the training split once, in setup();
+    # noise_record is what summary.json keeps of it
+    noise = None
+    noise_record: dict | None = None
 
     def __init__(self, batch_size: int = 128, seed: int = 0, eval_batch_size: int = 1024) -> None:
         super().__init__()
@@ -134,7 +138,10 @@ class TensorDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
-            self.splits = self.load()
+            splits = self.load()
+            if self.noise is not None:  # the training split only: validation and test stay clean
+                splits["train"], self.noise_record = self.noise.apply(splits["train"], self.task, self.num_classes)
+            self.splits = splits
 
     def _split(self, name: str) -> Split:
         """The split, moved once to the trainer's device when that is an accelerator (the batches are then
