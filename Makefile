@@ -47,12 +47,16 @@ stability: $(STAMP)  ## where each loss and its gradient turn inf/NaN in float32
 
 .PHONY: bench
 bench: $(STAMP)  ## performance on this machine (CPU, or the GPU when there is one) -> docs/benchmarks.md
-	$(PY) scripts/benchmark.py $(ARGS)
+	$(PY) -m lossbench.bench $(ARGS)
 
 .PHONY: reproduce reproduce-multilabel
 # PROFILE=cpu: each claim sized for < 1 hour on 2 CPU cores -> reports/reproduce_<claim>_cpu/ (default: the full protocol)
 reproduce: $(STAMP)  ## issue 10, claim 1: CE vs BCE on MNIST + Fashion-MNIST, 10 seeds, paired stats -> reports/reproduce_mnist/
 	$(PY) scripts/reproduce.py mnist $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
+
+.PHONY: reanalyse
+reanalyse: $(STAMP)  ## recompute every committed reports/reproduce_*/ from its results.json with the current statistics (no training)
+	for d in reports/reproduce_*/; do $(PY) scripts/reproduce.py --reanalyse $$d || exit 1; done
 
 reproduce-multilabel: $(STAMP)  ## issue 10, claim 2: multi-label losses x Adam/Adadelta, 6 seeds -> reports/reproduce_multilabel/
 	$(PY) scripts/reproduce.py multilabel $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)

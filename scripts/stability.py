@@ -60,6 +60,12 @@ CONFIGS: list[tuple[str, dict]] = [
     ("zlpr", {}),
     ("two_way", {}),
     ("poly", {}),
+    ("gce", {}),
+    ("sce", {}),
+    ("mae", {}),
+    ("nce_rce", {}),
+    ("wan", {}),
+    ("hill", {}),
 ]
 BATCH_COUPLED = {"two_way"}
 

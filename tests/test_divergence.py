@@ -9,8 +9,8 @@ import math
 
 import pytest
 
+from lossbench.analysis.report import build_report
 from lossbench.engine import train
-from lossbench.report import build_report
 
 from conftest import TINY, TINY_SYNTHETIC, compose_config, run_cli
 

@@ -111,6 +111,46 @@ def ref_poly(x, y, epsilon=1.0):
     return ref_bce(x, y) + epsilon * (1 - (y * p + (1 - y) * (1 - p)))
 
 
+def ref_wan(x, y, negative_weight=None):
+    gamma = 1.0 / (x.shape[1] - 1) if negative_weight is None else negative_weight
+    return -(y * log_sigmoid(x) + gamma * (1 - y) * log_sigmoid(-x))
+
+
+def ref_hill(x, y, lamb=1.5, margin=1.0, gamma=2.0):
+    p, p_m = expit(x), expit(x - margin)
+    return np.where(y == 1, -((1 - p_m) ** gamma) * np.log(p_m), (lamb - p) * p**2)
+
+
+# single-label softmax losses: t is class indices (N,) or target distributions (N, C)
+def as_rows(t, c):
+    return np.eye(c)[t] if t.ndim == 1 else t
+
+
+def ref_gce(x, t, q=0.7):
+    p, t = softmax(x, axis=1), as_rows(t, x.shape[1])
+    return (t * (1 - p**q)).sum(axis=1) / q
+
+
+def ref_mae(x, t):
+    return np.abs(as_rows(t, x.shape[1]) - softmax(x, axis=1)).sum(axis=1)
+
+
+def ref_rce(x, t, log_zero=-4.0):
+    t = as_rows(t, x.shape[1])
+    return -(softmax(x, axis=1) * np.log(np.maximum(t, np.exp(log_zero)))).sum(axis=1)
+
+
+def ref_sce(x, t, alpha=0.01, beta=1.0, log_zero=-4.0):
+    ce = -(as_rows(t, x.shape[1]) * log_softmax(x, axis=1)).sum(axis=1)
+    return alpha * ce + beta * ref_rce(x, t, log_zero)
+
+
+def ref_nce_rce(x, t, alpha=1.0, beta=10.0, log_zero=-4.0):
+    log_p = log_softmax(x, axis=1)
+    nce = -(as_rows(t, x.shape[1]) * log_p).sum(axis=1) / -log_p.sum(axis=1)
+    return alpha * nce + beta * ref_rce(x, t, log_zero)
+
+
 # -- inputs -----------------------------------------------------------------------------------------
 def multihot(n=N, c=C):
     y = (RNG.random((n, c)) < 0.4).astype(np.float64)
@@ -151,14 +191,51 @@ CASES = {
     "bce_manual-naive": ({"eps": 0.0}, lambda x, y: ref_bce_manual(x, y, eps=0.0)),
     "abs_kl": ({}, lambda x, y: ref_abs_kl(y, expit(x))),
     "abs_kl-softmax": ({"head": "softmax"}, lambda x, y: ref_abs_kl(y, softmax(x, axis=1))),
+    "wan": ({}, ref_wan),
+    "wan-weight0.3": ({"negative_weight": 0.3}, lambda x, y: ref_wan(x, y, 0.3)),
+    "hill": ({}, ref_hill),
+    "hill-lamb2-margin0.5-gamma1": ({"lamb": 2.0, "margin": 0.5, "gamma": 1.0}, lambda x, y: ref_hill(x, y, 2.0, 0.5, 1.0)),
 }
+# single-label softmax losses, on class indices and on target distributions
+SINGLE_LABEL_CASES = {
+    "gce": ({}, ref_gce),
+    "gce-q0.3": ({"q": 0.3}, lambda x, t: ref_gce(x, t, 0.3)),
+    "mae": ({}, ref_mae),
+    "sce": ({}, ref_sce),
+    "sce-alpha0.5-beta2-A-6": ({"alpha": 0.5, "beta": 2.0, "log_zero": -6.0}, lambda x, t: ref_sce(x, t, 0.5, 2.0, -6.0)),
+    "nce_rce": ({}, ref_nce_rce),
+    "nce_rce-alpha2-beta0.5": ({"alpha": 2.0, "beta": 0.5}, lambda x, t: ref_nce_rce(x, t, 2.0, 0.5)),
+}
+# losses whose float64 reference test has its own shape (a batch-coupled loss, the partition head, index targets)
+REFERENCE_TESTS_ELSEWHERE = {"cross_entropy": "test_cross_entropy_index_and_soft_targets",
+                             "partition_softmax": "test_partition_softmax_matches_reference",
+                             "two_way": "test_two_way_matches_reference"}
 STABLE = ["bce_with_logits", "bce_with_logits-pos_weight-smoothing", "weighted_bce", "focal",
-          "focal-gamma0.5-no-alpha", "asymmetric", "asymmetric-no-clip", "poly", "poly-negative", "zlpr"]
+          "focal-gamma0.5-no-alpha", "asymmetric", "asymmetric-no-clip", "poly", "poly-negative", "zlpr",
+          "wan", "hill"]
 
 
 def build(case):
-    params, reference = CASES[case]
+    params, reference = CASES[case] if case in CASES else SINGLE_LABEL_CASES[case]
     return losses.get_loss(case.split("-")[0], **params), reference
+
+
+def single_label_inputs(inputs):
+    """(logits, targets): class indices on random / extreme logits, or target distributions (one-hot rows,
+    soft rows, and an empty row)."""
+    if inputs == "random-indices":
+        return RANDOM_LOGITS, RNG.integers(0, C, N)
+    if inputs == "extreme-indices":
+        return EXTREME_LOGITS, np.array([0, 4, 2, 3])
+    return RANDOM_LOGITS, prepare(torch.tensor(multihot()), "distribution", C).double().numpy()
+
+
+def test_every_registered_loss_has_a_float64_reference_case():
+    covered = {case.split("-")[0] for case in [*CASES, *SINGLE_LABEL_CASES]}
+    for name, test in REFERENCE_TESTS_ELSEWHERE.items():
+        assert callable(globals().get(test)), test
+        covered.add(name)
+    assert sorted(set(losses.available()) - covered) == []
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -167,6 +244,27 @@ def test_loss_matches_float64_reference(case, inputs):
     loss, reference = build(case)
     x, y = (RANDOM_LOGITS, multihot()) if inputs == "random" else (EXTREME_LOGITS, EXTREME_TARGETS)
     np.testing.assert_allclose(run(loss, x, y), reference(x, y), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", sorted(SINGLE_LABEL_CASES))
+@pytest.mark.parametrize("inputs", ["random-indices", "extreme-indices", "distributions"])
+def test_single_label_loss_matches_float64_reference(case, inputs):
+    loss, reference = build(case)
+    x, t = single_label_inputs(inputs)
+    target = torch.tensor(t) if t.dtype != np.float64 else torch.tensor(t, dtype=torch.float64)
+    loss.reduction = "none"
+    got = loss(torch.tensor(x, dtype=torch.float64), target).numpy()
+    np.testing.assert_allclose(got, reference(x, t), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", sorted(SINGLE_LABEL_CASES))
+def test_single_label_losses_stay_accurate_in_float32_at_extreme_logits(case):
+    loss, reference = build(case)
+    x, t = single_label_inputs("extreme-indices")
+    loss.reduction = "none"
+    got = loss(torch.tensor(x, dtype=torch.float32), torch.tensor(t)).double().numpy()
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, reference(x, t), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("case", STABLE)
@@ -235,6 +333,7 @@ GRAD_CASES = [
     ("focal", {}), ("asymmetric", {}), ("asymmetric", {"clip": 0.0}),
     ("zlpr", {}), ("two_way", {}), ("poly", {}), ("cross_entropy", {}),
     ("partition_softmax", {"variant": "kl_mse"}), ("partition_softmax", {"variant": "abs_kl_product"}),
+    ("gce", {}), ("mae", {}), ("sce", {}), ("nce_rce", {}), ("wan", {}), ("hill", {}),
 ]
 
 
@@ -253,6 +352,13 @@ def test_gradcheck_float64(name, params):
 def test_gradcheck_cross_entropy_with_class_indices():
     loss = losses.get_loss("cross_entropy", label_smoothing=0.1)
     x = torch.tensor(RANDOM_LOGITS, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda logits: loss(logits, torch.tensor([0, 1, 2, 3, 4, 0, 1])), (x,), fast_mode=True)
+
+
+@pytest.mark.parametrize("name", ["gce", "mae", "sce", "nce_rce"])
+def test_gradcheck_single_label_losses_with_class_indices(name):
+    loss = losses.get_loss(name, reduction="sum")
+    x = torch.tensor(RANDOM_LOGITS / 2, requires_grad=True)
     assert torch.autograd.gradcheck(lambda logits: loss(logits, torch.tensor([0, 1, 2, 3, 4, 0, 1])), (x,), fast_mode=True)
 
 
@@ -275,6 +381,28 @@ def test_reduces_to_bce_with_logits(name, params):
     reference = losses.get_loss("bce_with_logits", reduction="none")
     got, expected = _both(losses.get_loss(name, reduction="none", **params), reference, MODERATE, MODERATE_Y)
     torch.testing.assert_close(got, expected, rtol=2e-5, atol=2e-6)
+
+
+def test_wan_with_negative_weight_one_is_bce_with_logits():
+    got, expected = _both(losses.get_loss("wan", reduction="none", negative_weight=1.0),
+                          losses.get_loss("bce_with_logits", reduction="none"), MODERATE, MODERATE_Y)
+    torch.testing.assert_close(got, expected)
+
+
+def test_robust_single_label_losses_relate_as_their_papers_say():
+    x, idx = MODERATE.double(), torch.tensor(RNG.integers(0, C, 64))
+
+    def loss(name, **params):
+        return losses.get_loss(name, reduction="none", **params)(x, idx)
+
+    mae, ce = loss("mae"), loss("cross_entropy")
+    torch.testing.assert_close(loss("gce", q=1.0), mae / 2)  # q = 1: 1 - p_y
+    torch.testing.assert_close(loss("gce", q=1e-7), ce, rtol=1e-5, atol=1e-6)  # q -> 0: CE
+    torch.testing.assert_close(loss("sce", alpha=1.0, beta=0.0), ce)
+    torch.testing.assert_close(loss("sce", alpha=0.0, beta=1.0), 2 * mae)  # RCE = -A (1 - p_y), A = -4
+    nce = loss("nce_rce", alpha=1.0, beta=0.0)
+    assert bool(((nce > 0) & (nce <= 1)).all())
+    torch.testing.assert_close(loss("nce_rce", alpha=0.0, beta=1.0), 2 * mae)
 
 
 def test_weighted_bce_is_bce_with_logits_pos_weight():
@@ -333,6 +461,14 @@ def test_reductions(name):
     ("two_way", {"temperature_pos": 0.0}, "loss.temperature_pos must be > 0"),
     ("poly", {"epsilon": -2.0}, "loss.epsilon must be >= -1"),
     ("zlpr", {"reduction": "avg"}, "loss.reduction must be one of mean, sum, none, sum_classes"),
+    ("gce", {"q": 0.0}, r"loss.q must be in \(0, 1\]"),
+    ("gce", {"q": 1.5}, r"loss.q must be in \(0, 1\]"),
+    ("sce", {"alpha": -1.0}, "loss.alpha must be >= 0"),
+    ("sce", {"log_zero": 0.0}, "loss.log_zero must be < 0"),
+    ("nce_rce", {"beta": -1.0}, "loss.beta must be >= 0"),
+    ("wan", {"negative_weight": -0.5}, "loss.negative_weight must be >= 0 or null"),
+    ("hill", {"lamb": 0.5}, "loss.lamb must be >= 1"),
+    ("hill", {"margin": -1.0}, "loss.margin must be >= 0"),
 ])
 def test_bad_parameters_give_one_line_errors(name, params, message):
     with pytest.raises(ValueError, match=message) as err:

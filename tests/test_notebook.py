@@ -45,8 +45,8 @@ def test_report_cli_prints_the_table_and_writes_files(tiny_sweep):
         cells = [c.strip() for c in row.strip("│ ").split("│")]
         assert cells[1:4] == ["2", "0", "0"] and all("±" in c for c in cells[4:]), row
     out = tiny_sweep / "report"
-    assert {p.name for p in out.iterdir()} == {"report.md", "report.csv", "final_multilabel.png",
-                                              "curves_multilabel.png"}
+    assert {p.name for p in out.iterdir()} == {"report.md", "report.csv", "report.json", "final_multilabel.png",
+                                              "curves_multilabel.png", "reliability_multilabel.png"}
 
 
 @pytest.mark.slow
@@ -60,5 +60,9 @@ def test_notebook_executes_on_the_sweep(tiny_sweep, tmp_path, monkeypatch):
     for strategy in STRATEGIES:
         assert f"| {strategy} | 2 | 0 | 0 |" in markdown  # the table
         assert f"| {strategy} | 1 | completed |" in markdown  # the per-seed values
+    # the one pair over its 2 shared seeds: Holm over 1, and 2 seeds can never give a verdict
+    assert "Family: Holm over the 1 comparison(s) of this table" in markdown
+    assert f"| {STRATEGIES[0]} | {STRATEGIES[1]} | test/f1_macro | 2 pairs |" in markdown
+    assert "**no significant difference at n=2** | none (rank test cannot reach α/m) |" in markdown
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 2  # final metrics and validation curves
+    assert len(images) == 4  # final metrics, validation curves, paired differences, reliability

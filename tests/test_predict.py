@@ -52,6 +52,14 @@ def test_python_predict_reproduces_the_summary(multilabel_run):
     assert predictor.predict(x[:3]).decisions.keys() == {"fixed"}  # default: the headline rule
 
 
+def test_summary_records_the_class_names(multilabel_run):
+    run_dir, summary, _ = multilabel_run
+    expected = [f"class_{c}" for c in range(10)]
+    assert summary["num_classes"] == 10 and summary["classes"] == expected
+    assert json.loads((run_dir / "summary.json").read_text())["classes"] == expected
+    assert load_run(run_dir).classes == expected
+
+
 def test_predict_rejects_inputs_of_the_wrong_shape(multilabel_run):
     predictor = load_run(multilabel_run[0])
     with pytest.raises(DataError, match=r"inputs have shape \(4, 5\); this run expects \(N, 32\)"):

@@ -1,21 +1,82 @@
-"""The issue-10 reproduction on tiny settings (``--quick``): real MNIST / synthetic runs, real report."""
+"""The reproduction on tiny settings (``--profile quick``): real MNIST / synthetic runs, real report; the
+committed reports' verdicts checked against their own p-values, and recomputed from their results.json."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from lossbench import losses
+from lossbench.analysis.reproduce import main, reanalyse, reproduce
+from lossbench.analysis.reproduce.jobs import job_overrides
+from lossbench.analysis.reproduce.protocol import load_protocol
+from lossbench.analysis.reproduce.tuning import seed_jobs
 from lossbench.paths import CONFIG_DIR
-from lossbench.reproduce import job_overrides, load_protocol, main, reproduce, seed_jobs
-from lossbench.stats import paired_test
+
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+COMMITTED = ("reproduce_mnist", "reproduce_mnist_cpu", "reproduce_multilabel", "reproduce_multilabel_cpu")
 
 
 def _rows(report_dir):
     with open(report_dir / "runs.csv", newline="") as f:
         return list(csv.DictReader(f))
+
+
+def holm_by_hand(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment written out: sort, multiply by m, m-1, ..., keep it monotone, cap at 1."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * len(pvalues), 0.0
+    for step, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - step) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def check_verdicts_follow_from_p_values(results: dict) -> list[str]:
+    """Every verdict of a results.json re-derived from its raw p-values and test directions; returns them."""
+    alpha = results["alpha"]
+    done = [c for c in results["comparisons"] if "verdict" in c]
+    assert done, "no comparison was made"
+    assert {c["family_size"] for c in done} == {len(done)}  # one family: every comparison of the report
+    for key, holm in (("p_t", "p_t_holm"), ("p_wilcoxon", "p_wilcoxon_holm")):
+        expected = holm_by_hand([c["test"][key] for c in done])
+        assert [c[holm] for c in done] == pytest.approx(expected, rel=1e-12), holm
+    for c in done:
+        t = c["test"]
+        significant = c["p_t_holm"] < alpha and c["p_wilcoxon_holm"] < alpha
+        want = 1 if c["claim"] == "greater" else -1
+        if significant and t["t_direction"] == t["wilcoxon_direction"] == want:
+            assert c["verdict"] == "supported", c
+        elif significant and t["t_direction"] == t["wilcoxon_direction"] == -want:
+            assert c["verdict"] == "contradicted", c
+        elif significant and t["t_direction"] != t["wilcoxon_direction"]:
+            assert c["verdict"] == "tests disagree in direction", c
+        else:
+            assert c["verdict"] == f"no significant difference at n={t['n_a']}", c
+        # the Wilcoxon direction is its own: W+ against W-
+        assert t["wilcoxon_direction"] == (t["rank_stat"] > t["rank_opposite"]) - (t["rank_stat"] < t["rank_opposite"])
+        assert c["detectable_alpha"] == pytest.approx(alpha / len(done))
+    return [c["verdict"] for c in done]
+
+
+def check_report_structure(out: Path, results: dict) -> None:
+    """report.md holds one table row per comparison with the verdict results.json gives, the family named."""
+    text = (out / "report.md").read_text()
+    done = [c for c in results["comparisons"] if "verdict" in c]
+    assert f"Family: Holm over the {len(done)} comparisons of claim" in text
+    for c in done:
+        title = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "synthetic": "synthetic multi-label"}.get(
+            c["dataset"], c["dataset"])
+        section = text.split(f"## {title}, {c['model']}\n", 1)[1].split("\n## ", 1)[0]
+        [row] = [line for line in section.splitlines() if line.startswith(f"| {c['label']} |")]
+        assert f"| **{c['verdict']}** |" in row
+    csv_rows = _rows(out)
+    assert len(csv_rows) == len(results["runs"])
+    assert {r["run"] for r in csv_rows} == {r["run"] for r in results["runs"]}
 
 
 @pytest.mark.slow
@@ -28,24 +89,26 @@ def test_quick_mnist_reproduction_reports_resumes_and_repeats_exactly(mnist_root
     text = (out / "report.md").read_text()
     assert "## MNIST, mlp" in text and "Rate tuning (validation split)" in text
     assert "- lossbench commit: abc1234" in text
-    assert "10 runs trained by this command, 1 at a time" in text or "9 runs trained by this command" in text
     for name in ("runs.csv", "results.json", "per_seed_mnist.png", "differences.png"):
         assert (out / name).stat().st_size > 0, name
 
     rows = _rows(out)
     assert len(rows) == 6 and {r["strategy"] for r in rows} == {"ce_tuned", "bce_tuned", "bce_sum_classes"}
-    for r in rows:  # exact error counts on the 512 test images
-        assert int(r["test/errors"]) == round((1 - float(r["test/acc"])) * 512)
-        assert r["test_size"] == "512"
+    for r in rows:  # the test set the reproduction sized (512) is the one each run evaluated
+        assert r["test_size"] == "512" and float(r["test/samples"]) == 512
+        assert 0 <= int(r["test/errors"]) <= 512
 
-    # the statistics in the report are those of the per-seed numbers in runs.csv
     results = json.loads((out / "results.json").read_text())
+    verdicts = check_verdicts_follow_from_p_values(results)
+    check_report_structure(out, results)
+    assert verdicts == ["no significant difference at n=2"] * len(verdicts)  # 2 seeds: Wilcoxon p >= 2/4
     tuned = next(c for c in results["comparisons"] if (c["a"], c["b"]) == ("ce_tuned", "bce_tuned"))
-    acc = {s: [float(r["test/acc"]) for r in sorted(rows, key=lambda r: int(r["seed"])) if r["strategy"] == s]
-           for s in ("ce_tuned", "bce_tuned")}
-    assert tuned["test"]["mean_diff"] == pytest.approx(paired_test(acc["ce_tuned"], acc["bce_tuned"]).mean_diff)
-    assert tuned["verdict"] in ("supported", "contradicted", "no significant difference at n=2")
-    assert tuned["verdict"] in text
+    assert tuned["on"] == "integer counts (× 1/512)" and tuned["detectable"] is None  # n=2 can never decide
+    errors = {s: [int(r["test/errors"]) for r in sorted(rows, key=lambda r: int(r["seed"])) if r["strategy"] == s]
+              for s in ("ce_tuned", "bce_tuned")}
+    # CE - BCE in accuracy is BCE's errors minus CE's, out of 512
+    assert tuned["test"]["mean_diff"] == pytest.approx(
+        sum(b - a for a, b in zip(errors["ce_tuned"], errors["bce_tuned"], strict=True)) / 2 / 512)
 
     # a killed reproduction continues: only the run without a summary is trained, to the same numbers
     victim = runs / rows[0]["run"] / "summary.json"
@@ -62,12 +125,48 @@ def test_quick_multilabel_reproduction_compares_label_counts(tmp_path):
     assert len(rows) == 3 * 2 * 2  # losses x optimizers x seeds
     assert all(r["status"] == "completed" for r in rows)
     assert all(float(r["test/true_count"]) > 0 for r in rows)
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    check_verdicts_follow_from_p_values(results)
+    check_report_structure(tmp_path / "report", results)
     claims = {(c["a"], c["b"], c["metric"]): c for c in result["results"]}
     count = claims[("abs_kl+adam", "bce_with_logits+adam", "test/pred_count")]
-    assert count["claim"] == "less" and "verdict" in count
+    assert count["claim"] == "less" and count["on"] == "integer counts (× 1/256)"
+    # predicted labels are compared as totals over the 256 test samples: integers
+    totals = [float(r["test/pred_count"]) * 256 for r in rows]
+    assert all(abs(t - round(t)) < 0.01 for t in totals)
     assert ("partition_kl_mse+adadelta", "bce_with_logits+adam", "test/f1_macro") in claims
     text = (tmp_path / "report" / "report.md").read_text()
     assert "predicted labels" in text and "true labels" in text
+    assert "Ranks across settings: not computed (1 dataset/model setting(s)" in text
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_report_verdicts_follow_from_its_own_p_values(name):
+    results = json.loads((REPORTS / name / "results.json").read_text())
+    verdicts = check_verdicts_follow_from_p_values(results)
+    check_report_structure(REPORTS / name, results)
+    assert len(verdicts) == {"reproduce_mnist": 24, "reproduce_mnist_cpu": 24}.get(name, 10)
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_report_is_what_reanalyse_computes_from_its_runs(name, tmp_path):
+    # the committed statistics are this checkout's: recomputed from results.json alone, nothing trained
+    folder = tmp_path / name
+    shutil.copytree(REPORTS / name, folder)
+    reanalyse(folder, command="test")
+    fresh, committed = (json.loads((p / "results.json").read_text()) for p in (folder, REPORTS / name))
+    assert fresh["comparisons"] == committed["comparisons"]
+    assert fresh["ranks"] == committed["ranks"]
+    assert fresh["runs"] == committed["runs"]
+    assert (folder / "runs.csv").read_text() == (REPORTS / name / "runs.csv").read_text()
+
+
+def test_reanalyse_rejects_a_folder_without_results(tmp_path, capsys):
+    assert main(["--reanalyse", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'results.json'} does not exist; pass a report "
+                                               "folder written by the reproduction")
+    assert main(["mnist", "--reanalyse", str(tmp_path)]) == 2
+    assert "--reanalyse takes the preset and profile from the report's results.json" in capsys.readouterr().err
 
 
 def test_protocols_pair_every_comparison_with_defined_strategies():
@@ -131,3 +230,5 @@ def test_cpu_profiles_keep_the_issues_requirements_and_compose():
 def test_cli_rejects_quick_with_another_profile(capsys, tmp_path):
     assert main(["mnist", "--quick", "--profile", "cpu", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == "error: --quick contradicts --profile cpu; give one of them"
+    assert main([]) == 2
+    assert capsys.readouterr().err.strip() == "error: give a preset (mnist or multilabel) or --reanalyse REPORT_DIR"

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
+from lossbench.analysis.report import main as report_main
 from lossbench.engine import train
 from lossbench.redaction import REDACTED, redact_secrets, secret_values
-from lossbench.report import main as report_main
 
 from conftest import TINY, TINY_SYNTHETIC, compose_config, run_cli
 

@@ -13,10 +13,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench import data, decisions, losses
+from lossbench import data, decisions, losses, noise
 from lossbench.errors import ConfigError
 from lossbench.heads import HEADS, TASKS, Z_ACTIVATIONS
 from lossbench.models import MODELS, OPTIMIZERS
+from lossbench.module import SCHEDULERS
 
 
 def is_valid(task: str, head: str, loss: str) -> bool:
@@ -55,11 +56,23 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("optimizer.weight_decay", lambda v: _is_num(v) and v >= 0, "a number >= 0"),
     ("optimizer.momentum", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("data.batch_size", lambda v: _is_int(v) and v > 0, "an integer > 0"),
-    ("data.val_size", lambda v: _is_int(v) and v > 0, "an integer > 0"),
+    # a count, or (data=image_folder, image_csv, arrays) a fraction of the training examples
+    ("data.val_size", lambda v: _is_int(v) and v > 0 or _is_fraction(v), "an integer > 0 or a fraction in (0, 1)"),
     ("data.train_size", lambda v: v is None or (_is_int(v) and v > 0), "null or an integer > 0"),
-    ("data.test_size", lambda v: v is None or (_is_int(v) and v > 0), "null or an integer > 0"),
+    ("data.test_size", lambda v: v is None or (_is_int(v) and v > 0) or _is_fraction(v),
+     "null, an integer > 0 or a fraction in (0, 1)"),
     ("data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     ("trainer.max_epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("trainer.gradient_clip_val", lambda v: v is None or (_is_num(v) and v > 0), "null or a number > 0"),
+    ("trainer.gradient_clip_algorithm", lambda v: v in (None, "norm", "value"), "null, norm or value"),
+    ("trainer.accumulate_grad_batches", lambda v: v in (None, 1),
+     "1 (lossbench steps the optimizer once per batch; raise data.batch_size instead)"),
+    ("trainer.divergence_check_every", lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
+    ("trainer.log_every_n_steps", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("scheduler.name", lambda v: v in SCHEDULERS, f"one of {', '.join(SCHEDULERS)}"),
+    ("scheduler.warmup_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    ("scheduler.pct_start", lambda v: _is_num(v) and 0 < v < 1, "a number in the open interval (0, 1)"),
+    ("scheduler.min_lr", lambda v: _is_num(v) and v >= 0, "a number >= 0"),
     ("head.threshold", lambda v: _is_num(v) and 0 < v < 1, "a number in the open interval (0, 1)"),
     ("head.z_activation", lambda v: v in Z_ACTIVATIONS, f"one of {', '.join(Z_ACTIVATIONS)}"),
     ("loss.label_smoothing", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
@@ -78,6 +91,7 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
      "null or a number >= 0 (0 and null: no clipping)"),
     ("trainer.divergence_check_every", lambda v: v is None or (_is_int(v) and v >= 1),
      "null (1 on CPU, 50 on GPU) or an integer >= 1"),
+    ("members_forward", lambda v: v in ("auto", "vmap", "loop"), "auto, vmap or loop"),
     ("seeds", lambda v: v is None or _is_seed_list(v), "null or a non-empty list of distinct integers >= 0"),
     ("resume", lambda v: v in (True, False, "auto") or (isinstance(v, str) and v.strip() != ""),
      "auto (continue an unfinished run of the same config if there is one), true (must continue one), "
@@ -93,8 +107,8 @@ def _is_int_list(v: Any, minimum: int) -> bool:
 def _check_model_hidden(cfg: DictConfig) -> None:
     """``model.hidden``: the MLP's hidden widths (a list), the CNN's fully connected width (one integer)."""
     hidden = OmegaConf.select(cfg, "model.hidden", default="<absent>")
-    if isinstance(hidden, str) and hidden == "<absent>":
-        return
+    if (isinstance(hidden, str) and hidden == "<absent>") or cfg.model.name not in ("mlp", "cnn"):
+        return  # timm / custom models take their own arguments
     mlp = cfg.model.name == "mlp"
     ok = _is_int_list(hidden, minimum=1) if mlp else _is_int(hidden) and hidden >= 1
     if not ok:
@@ -109,6 +123,10 @@ def _is_int(v: Any) -> bool:
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _is_fraction(v: Any) -> bool:
+    return _is_num(v) and not _is_int(v) and 0 < v < 1
 
 
 def _is_seed_list(v: Any) -> bool:
@@ -141,6 +159,7 @@ def validate_values(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={shown!r} is invalid; allowed: {allowed}")
     _check_model_hidden(cfg)
     validate_passed_keys(cfg)
+    noise.check_config(cfg.get("noise"))
 
 
 def validate(cfg: DictConfig, task: str) -> None:
@@ -148,11 +167,14 @@ def validate(cfg: DictConfig, task: str) -> None:
     validate_values(cfg)
     check_combination(task, cfg.head.name, cfg.loss.name)
     decisions.check_config(cfg.get("decision"), cfg.head.name)
+    noise.check_task(OmegaConf.select(cfg, "noise.name", default="none"), task)
 
 
 # -- keys passed on to Lightning and torch ------------------------------------------------------------
-# trainer.* keys that are lossbench's own, not Trainer arguments (read by train.build_trainer)
-TRAINER_KEYS_OWN = ("progress_bar", "checkpoint", "divergence_check_every")
+# trainer.* keys that are lossbench's own, not Trainer arguments (read by build.build_trainer / the module):
+# lossbench steps the optimizer itself (lossbench.module), so it also clips the gradients itself
+TRAINER_KEYS_OWN = ("progress_bar", "checkpoint", "divergence_check_every", "gradient_clip_val",
+                    "gradient_clip_algorithm")
 # Trainer arguments train.build_trainer sets itself; a trainer.* key must not repeat them
 TRAINER_ARGS_SET_BY_LOSSBENCH = ("default_root_dir", "logger", "callbacks", "enable_progress_bar",
                                  "enable_checkpointing", "enable_model_summary", "use_distributed_sampler")

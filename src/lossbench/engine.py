@@ -45,7 +45,7 @@ def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> di
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg, dm)
     loggers = build_loggers(cfg, run_dir)
-    trainer = build_trainer(cfg, run_dir, loggers)
+    trainer = build_trainer(cfg, run_dir, loggers, dm=dm)
     # weights-only loading: a checkpoint is data, never code
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True)
     module.check_divergence()
@@ -55,7 +55,8 @@ def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> di
         metrics = {k: finite_or_none(v) for k, v in results[0].items()}
         metrics.update(evaluate_decision_rules(cfg, trainer, module, dm, run_dir))
     summary = run_summary(cfg, dm.task, metrics, trainer.current_epoch, trainer.global_step,
-                          time.perf_counter() - start, run_dir, module.divergence)
+                          time.perf_counter() - start, run_dir, module.divergence, classes=dm.classes,
+                          noise=dm.noise_record)
     if resume_from is not None:
         summary["resumed_from"] = str(resume_from)
     if trainer.is_global_zero:

@@ -109,13 +109,25 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Predict
     if not rules_path.is_file():
         raise DataError(f"{rules_path}: missing; it is written when a run finishes its test")
     try:
-        module = LossModule.load_from_checkpoint(checkpoint, map_location=device, weights_only=True)
+        module = LossModule.load_from_checkpoint(checkpoint, map_location=device, weights_only=True,
+                                                 **weights_from_checkpoint(checkpoint))
     except (RuntimeError, OSError, KeyError, EOFError, pickle.UnpicklingError) as err:
         # UnpicklingError: weights-only loading refused what the file would run (pickled code)
         from lossbench.resume import load_error_reason
 
         raise DataError(f"{checkpoint}: cannot load ({load_error_reason(err)})") from None
     return Predictor(module, json.loads(rules_path.read_text()), device)
+
+
+def weights_from_checkpoint(checkpoint: Path) -> dict[str, Any]:
+    """Hyperparameter overrides so that rebuilding the model fetches nothing: a ``model.pretrained=true``
+    run's weights are all in the checkpoint (``model=timm``), so the rebuilt model starts from scratch."""
+    try:
+        hparams = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
+    except (RuntimeError, OSError, EOFError, AttributeError):
+        return {}  # load_from_checkpoint reports the unreadable file
+    model = hparams.get("model") or {}
+    return {"model": {**model, "pretrained": False}} if model.get("pretrained") else {}
 
 
 # -- inputs ---------------------------------------------------------------------------------------

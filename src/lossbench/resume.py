@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lossbench.errors import ConfigError, DataError
@@ -206,25 +205,25 @@ def find_checkpoint(cfg: DictConfig, claim: Callable[[Path], Holder | None] | No
     return None
 
 
-class RNGState(Callback):
-    """Saves the global torch RNG state in each checkpoint and restores it on resume, so that random
-    operations after the resume point (dropout) draw what an uninterrupted run would have drawn."""
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        torch.set_rng_state(state_dict["torch"])
-        if "cuda" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
+def rng_state() -> dict[str, Any]:
+    """The global torch RNG state, saved in each checkpoint (``lossbench.module``) and restored on resume, so that
+    random operations after the resume point (dropout) draw what an uninterrupted run would have drawn."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
-def _save(checkpoint: dict[str, Any], path: Path) -> None:
-    # through a Python file: torch's own file writer turns a full disk into "basic_ios::clear: iostream
-    # error"; writing through f.write keeps the OSError (as the RuntimeError's context)
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint_file(checkpoint: dict[str, Any], path: Path) -> None:
+    """``torch.save`` through a Python file: torch's own file writer turns a full disk into "basic_ios::clear:
+    iostream error"; writing through ``f.write`` keeps the ``OSError`` (as the RuntimeError's context), which
+    ``summary.write_atomic`` reports as one line naming the file."""
     with open(path, "wb") as f:
         torch.save(checkpoint, f)
 
@@ -240,6 +239,6 @@ def atomic_checkpoint_io():
         def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
             if "file" not in get_filesystem(path).protocol:  # remote storage: Lightning's own writer
                 return super().save_checkpoint(checkpoint, path, storage_options)
-            write_atomic(Path(path), lambda tmp: _save(checkpoint, tmp))
+            write_atomic(Path(path), lambda tmp: save_checkpoint_file(checkpoint, tmp))
 
     return AtomicCheckpointIO()

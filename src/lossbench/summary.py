@@ -1,8 +1,9 @@
 """``summary.json``: the one file every run writes and every sweep/report reads.
 
 Fields: ``status`` ("completed", "diverged", "failed" or "skipped"), ``config`` (the resolved Hydra
-config), ``metrics`` (flat name -> number, final test metrics), ``epochs``, ``wall_time_s``,
-``run_dir``, ``versions`` and ``git_commit`` (traceability), ``divergence`` / ``error`` when relevant.
+config), ``task``, ``num_classes`` and ``classes`` (the class names, in output order), ``metrics`` (flat name -> number, final test metrics), ``epochs``, ``wall_time_s``,
+``run_dir``, ``versions`` and ``git_commit`` (traceability), ``noise`` (training-label perturbation and its
+realised rate, lossbench/noise.py), ``divergence`` / ``error`` when relevant.
 Written atomically: a kill never leaves half a JSON file.
 """
 
@@ -141,12 +142,17 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 
 def run_summary(cfg: DictConfig, task: str, metrics: dict[str, Any], epochs: int, global_step: int,
-                wall_time_s: float, run_dir: Path, divergence: dict[str, float] | None) -> dict[str, Any]:
-    """The ``summary.json`` of a trained run (``train()`` and each vectorised member write the same)."""
+                wall_time_s: float, run_dir: Path, divergence: dict[str, float] | None, *,
+                classes: list[str], noise: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``summary.json`` of a trained run (a single run and each member write the same);
+    ``classes``: the dataset's class names (``dm.classes``); ``noise``: the training-label perturbation's
+    settings and realised rate (``dm.noise_record``)."""
     summary = {
         "status": "diverged" if divergence else "completed",
         "config": redact_secrets(OmegaConf.to_container(cfg, resolve=True)),
         "task": task,
+        "num_classes": len(classes),
+        "classes": [str(c) for c in classes],
         "metrics": metrics,
         "epochs": epochs,
         "global_step": global_step,
@@ -155,6 +161,8 @@ def run_summary(cfg: DictConfig, task: str, metrics: dict[str, Any], epochs: int
         "versions": versions(),
         "git_commit": git_commit(),
     }
+    if noise is not None:
+        summary["noise"] = noise
     if divergence:
         # the loss as text ("nan", "inf"): JSON has no non-finite numbers
         summary["divergence"] = {"step": divergence["step"], "loss": str(divergence["loss"])}

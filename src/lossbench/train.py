@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shlex
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +77,6 @@ def hold_own_checkpoint(locks: Locks, run_dir: Path) -> None:
     """Lock this run's checkpoint before training: a later ``resume=auto`` then passes it over while this
     process lives (it is running, not interrupted)."""
     locks.hold(run_dir / CHECKPOINT)
-    # the lock file sits in checkpoints/: Lightning's "directory exists and is not empty" is about it
-    folder = re.escape(os.path.realpath(run_dir / CHECKPOINT.parent))
-    warnings.filterwarnings("ignore", message=f"Checkpoint directory {folder} exists and is not empty")
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
@@ -93,18 +88,18 @@ def run(cfg: DictConfig) -> None:
     locks = Locks(run_dir)
     try:
         validate_values(cfg)  # before looking for checkpoints or reading data
-        if cfg.get("seeds") is not None or cfg.get("losses") is not None:
-            from lossbench.vectorised import train_members  # several members in one pass
-
-            for summary in train_members(cfg, run_dir):
-                print_results(summary, Path(summary["run_dir"]))
-            return
         try:
             resume_from = checkpoint_to_resume(cfg, locks.claim)
         except UnreadableCheckpoint as err:
             raise err.with_command(start_over_command()) from None
         if cfg.trainer.get("checkpoint", True):
             hold_own_checkpoint(locks, run_dir)
+        if cfg.get("seeds") is not None or cfg.get("losses") is not None:
+            from lossbench.members import train_members  # several members in one pass
+
+            for summary in train_members(cfg, run_dir, resume_from=resume_from):
+                print_results(summary, Path(summary["run_dir"]))
+            return
         summary = train(cfg, run_dir, resume_from=resume_from)
     except UserError as err:
         if not is_multirun():

@@ -19,25 +19,28 @@ import contextlib
 import hashlib
 import io
 import json
-import logging
-import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from pycocotools.coco import COCO
-from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2 import functional as TF
+from torch.utils.data import Dataset
 
-from lossbench.data.base import Normalization, Split, TensorDataModule, register_data
-from lossbench.data.mnist import carve_validation, check_size, default_cache_dir
+from lossbench.data.base import IMAGENET, Split, TensorDataModule, register_data
+from lossbench.data.files import (
+    cached_tensor,
+    check_image_size,
+    check_workers,
+    decode_image_file,
+    decode_resized,
+    default_cache_dir,
+    file_key,
+    safe_relative_path,
+)
+from lossbench.data.mnist import carve_validation, check_size
 from lossbench.errors import ConfigError, DataError
 
-IMAGENET = Normalization(255.0, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 CACHE_VERSION = 1  # bump when the cached tensors' meaning changes
-log = logging.getLogger("lossbench")
 
 
 def _read_json(annotation_file: Path) -> dict:
@@ -86,25 +89,7 @@ def _check_entries(annotation_file: Path, dataset: dict) -> None:
 
 def safe_image_path(image_dir: Path, file_name: str, annotation_file: Path) -> Path:
     """``image_dir / file_name``, refusing names that are absolute or climb out of ``image_dir``."""
-    if not isinstance(file_name, str):
-        raise DataError(f"{annotation_file}: image file_name {file_name!r} is not a string")
-    relative = Path(file_name)
-    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-        raise DataError(f"{annotation_file}: image file_name {file_name!r} is not a path inside the image folder "
-                        "(absolute paths and '..' are refused)")
-    return image_dir / relative
-
-
-def decode_rgb(path: Path) -> torch.Tensor:
-    """``(3, H, W)`` uint8 RGB from a JPEG or PNG file (grayscale/RGBA converted, 16-bit scaled)."""
-    try:
-        image = decode_image(str(path), mode=ImageReadMode.RGB)
-    except (RuntimeError, OSError, ValueError) as err:
-        reason = re.sub(r"^.*?\.cpp:\d+, ", "", str(err).strip().splitlines()[0] if str(err).strip() else repr(err))
-        raise DataError(f"{path}: unreadable image ({reason})") from None
-    if image.dtype != torch.uint8:
-        image = TF.to_dtype(image, torch.uint8, scale=True)
-    return image
+    return safe_relative_path(image_dir, file_name, str(annotation_file), "image file_name")
 
 
 class CocoTags(Dataset):
@@ -148,54 +133,10 @@ class CocoTags(Dataset):
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = decode_rgb(self.paths[index])
+        image = decode_image_file(self.paths[index])
         if self.transform is not None:
             image = self.transform(image)
         return image, self.targets[index]
-
-
-class _Resized(Dataset):
-    """Decodes and resizes one image per item; a bad image comes back as its error message, so the
-    main process raises a one-line ``DataError`` instead of a DataLoader worker traceback."""
-
-    def __init__(self, tags: CocoTags, indices: list[int], size: int) -> None:
-        self.tags, self.indices, self.size = tags, indices, size
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, item: int):
-        try:
-            image = decode_rgb(self.tags.paths[self.indices[item]])
-        except DataError as err:
-            return str(err)
-        return TF.resize(image, [self.size, self.size], antialias=True)
-
-
-def _first_error_or_stack(batch: list):
-    for item in batch:
-        if isinstance(item, str):
-            return item
-    return torch.stack(batch)
-
-
-def decode_resized(tags: CocoTags, indices: list[int], size: int, workers: int = 0) -> torch.Tensor:
-    """``(len(indices), 3, size, size)`` uint8: the chosen images decoded and resized once."""
-    out = torch.empty(len(indices), 3, size, size, dtype=torch.uint8)
-    loader = DataLoader(_Resized(tags, indices, size), batch_size=64, num_workers=workers,
-                        collate_fn=_first_error_or_stack)
-    start = 0
-    for batch in loader:
-        if isinstance(batch, str):
-            raise DataError(batch)
-        out[start : start + len(batch)] = batch
-        start += len(batch)
-    return out
-
-
-def _file_key(path: Path) -> str:
-    stat = path.stat()
-    return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 @register_data("coco")
@@ -225,10 +166,8 @@ class CocoDataModule(TensorDataModule):
                 raise ConfigError(f"data.{key} is not set; allowed: set data.root to a COCO download (holding "
                                   f"train{year}/, val{year}/, annotations/) or give data.{key} explicitly")
             self.paths[key] = Path(value) if value is not None else Path(root) / defaults[key]
-        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 8:
-            raise ConfigError(f"data.image_size={image_size!r} is invalid; allowed: an integer >= 8")
-        if not isinstance(decode_workers, int) or isinstance(decode_workers, bool) or decode_workers < 0:
-            raise ConfigError(f"data.decode_workers={decode_workers!r} is invalid; allowed: an integer >= 0")
+        check_image_size(image_size)
+        check_workers(decode_workers)
         check_size("val_size", val_size, allow_none=False)
         check_size("train_size", train_size)
         check_size("test_size", test_size)
@@ -255,27 +194,17 @@ class CocoDataModule(TensorDataModule):
 
     def _tensors(self, tags: CocoTags, indices: list[int]) -> torch.Tensor:
         """Decoded, resized images of ``tags`` at ``indices``, from the on-disk cache when present."""
+        paths = [tags.paths[i] for i in indices]
         if not self.cache:
-            return decode_resized(tags, indices, self.image_size, self.decode_workers)
+            return decode_resized(paths, self.image_size, workers=self.decode_workers)
         chosen = hashlib.sha1(",".join(str(tags.image_ids[i]) for i in indices).encode()).hexdigest()
-        key = hashlib.sha1(f"{CACHE_VERSION}|{_file_key(tags.annotation_file)}|{tags.image_dir.resolve()}|"
+        key = hashlib.sha1(f"{CACHE_VERSION}|{file_key(tags.annotation_file)}|{tags.image_dir.resolve()}|"
                            f"{self.image_size}|{chosen}".encode()).hexdigest()[:16]
         path = self.cache_dir / f"{tags.annotation_file.stem}-{self.image_size}px-{key}.pt"
-        if path.is_file():
-            try:
-                x = torch.load(path, weights_only=True)["x"]
-                if x.shape == (len(indices), 3, self.image_size, self.image_size) and x.dtype == torch.uint8:
-                    return x
-            except (OSError, RuntimeError, KeyError, EOFError):
-                pass  # an unreadable or foreign cache file is rebuilt below
-        log.info("decoding %d images of %s to %dx%d (cached afterwards in %s)", len(indices), tags.image_dir,
-                 self.image_size, self.image_size, path)
-        x = decode_resized(tags, indices, self.image_size, self.decode_workers)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
-        torch.save({"x": x, "image_ids": [tags.image_ids[i] for i in indices]}, tmp)
-        tmp.replace(path)
-        return x
+        return cached_tensor(path, lambda: decode_resized(paths, self.image_size, workers=self.decode_workers),
+                             (len(indices), 3, self.image_size, self.image_size), torch.uint8,
+                             what=f"{len(indices)} images of {tags.image_dir} to {self.image_size}x{self.image_size}",
+                             image_ids=[tags.image_ids[i] for i in indices])
 
     def load(self) -> dict[str, Split]:
         self._index()

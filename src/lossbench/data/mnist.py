@@ -26,6 +26,7 @@ import torch
 from torchvision import datasets
 
 from lossbench.data.base import Normalization, Split, TensorDataModule, register_data
+from lossbench.data.files import default_cache_dir
 from lossbench.errors import ConfigError, DataError
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -37,13 +38,6 @@ DATASETS = {
     "fashion_mnist": (datasets.FashionMNIST, Normalization(255.0, [0.2860], [0.3530])),
 }
 SPLIT_SEED = 0  # the validation split is part of the dataset definition, not of the run
-
-
-def default_cache_dir() -> Path:
-    """``$LOSSBENCH_CACHE``, else ``~/.cache/lossbench``."""
-    return Path(os.environ.get("LOSSBENCH_CACHE") or Path.home() / ".cache" / "lossbench")
-
-
 
 
 def check_idx(path: Path, shown: Path | None = None) -> tuple[int, ...]:

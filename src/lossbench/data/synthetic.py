@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from lossbench.data.base import Split, TensorDataModule, register_data
+from lossbench.data.mnist import check_size
 from lossbench.errors import ConfigError
 
 
@@ -64,8 +65,7 @@ class SyntheticDataModule(TensorDataModule):
         if not 0 < cardinality <= num_classes:
             raise ConfigError(f"data.cardinality={cardinality} is invalid; allowed: 0 < cardinality <= num_classes")
         for key, size in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
-            if size < 1:
-                raise ConfigError(f"data.{key}={size} is invalid; allowed: an integer >= 1")
+            check_size(key, size, allow_none=False)
         self.task = "multilabel" if multilabel else "multiclass"
         self.num_classes, self.input_shape = num_classes, (num_features,)
         self.classes = [f"class_{c}" for c in range(num_classes)]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lossbench.heads import TASKS, get_head
@@ -88,3 +89,11 @@ def positive_weight(value: float | Sequence[float] | None, key: str) -> torch.Te
     if weight.ndim > 1 or weight.numel() == 0 or not bool((weight > 0).all()):
         raise ValueError(f"loss.{key} must be a number > 0 or a list of one number > 0 per class, got {value}")
     return weight
+
+
+def target_rows(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Class-index targets ``(N,)`` as one-hot rows in the logits' dtype; probability rows ``(N, C)`` as
+    they are (cast). For the softmax losses defined on a target distribution t."""
+    if not target.is_floating_point():
+        return F.one_hot(target.long(), logits.shape[1]).to(logits.dtype)
+    return target.to(logits.dtype)

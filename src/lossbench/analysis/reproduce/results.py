@@ -1,0 +1,151 @@
+"""From finished runs to the statistics of a reproduction: one row per seed run, every comparison of the
+protocol tested (:mod:`lossbench.analysis.stats`), Holm over the report's family, verdicts, detectable
+differences, and the Friedman ranks across settings.
+
+The family is every comparison the report makes (all comparisons × datasets × models of one claim): the
+report's verdicts are read together, so the family-wise error rate covers all of them. Counts are tested as
+integers: accuracy and exact match as correct samples out of ``test_size``, predicted/true labels as totals
+over the test set, ``test/errors`` as it is; means and CIs are reported back in the metric's units."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lossbench.analysis.reproduce.jobs import Job
+from lossbench.analysis.reproduce.protocol import Protocol
+from lossbench.analysis.stats import ALPHA, assess_family, friedman, nemenyi_cliques, paired_comparison
+from lossbench.paths import CONFIG_DIR
+from lossbench.summary import read_summary
+
+# per-sample fractions / means: value × test_size is an integer count
+PER_SAMPLE_COUNTS = ("test/acc", "test/exact_match", "test/pred_count", "test/true_count")
+INTEGER_METRICS = ("test/errors",)
+LOWER_IS_BETTER = ("test/errors", "test/nll", "test/ece", "test/loss", "test/hamming")
+
+
+def test_sizes(protocol: Protocol, data_root: str | None) -> dict[str, int]:
+    """Test-set size per dataset, for exact error counts."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lossbench.build import build_datamodule
+
+    sizes = {}
+    for dataset in protocol.datasets:
+        overrides = [f"experiment=reproduce_{protocol.preset}", f"data={dataset}", *protocol.datasets[dataset],
+                     *protocol.overrides] + ([f"data.root={data_root}"] if data_root and dataset != "synthetic" else [])
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=overrides)
+        sizes[dataset] = build_datamodule(cfg).describe()["sizes"]["test"]
+    return sizes
+
+
+def collect(jobs: list[Job], runs, sizes: dict[str, int]) -> list[dict[str, Any]]:
+    rows = []
+    for job in jobs:
+        summary = read_summary(runs / job.key)
+        metrics = dict(summary.get("metrics") or {})
+        if "test/acc" in metrics and metrics["test/acc"] is not None:
+            metrics["test/errors"] = round((1.0 - metrics["test/acc"]) * sizes[job.dataset])
+        rows.append({"dataset": job.dataset, "model": job.model, "strategy": job.strategy.name,
+                     "optimizer": job.strategy.optimizer, "lr": job.lr, "seed": job.seed,
+                     "status": summary["status"], "test_size": sizes.get(job.dataset), "run": job.key, **metrics})
+    return rows
+
+
+def values(rows: list[dict], dataset: str, model: str, strategy: str, metric: str) -> list[Any]:
+    chosen = sorted((r for r in rows if (r["dataset"], r["model"], r["strategy"]) == (dataset, model, strategy)),
+                    key=lambda r: int(r["seed"]))
+    return [r.get(metric) for r in chosen]
+
+
+def as_counts(rows: list[dict], dataset: str, model: str, strategy: str, metric: str
+              ) -> tuple[list[int], float] | None:
+    """The per-seed values of ``metric`` as integers and the scale back to the metric (``1/test_size``), or
+    None when the metric is not a count or a product is not an integer (then the values are tested)."""
+    chosen = sorted((r for r in rows if (r["dataset"], r["model"], r["strategy"]) == (dataset, model, strategy)),
+                    key=lambda r: int(r["seed"]))
+    if metric in INTEGER_METRICS:
+        return [int(r[metric]) for r in chosen], 1.0
+    if metric not in PER_SAMPLE_COUNTS:
+        return None
+    sizes = {r.get("test_size") for r in chosen}
+    if len(sizes) != 1 or None in sizes:
+        return None
+    size = int(sizes.pop())
+    products = [float(r[metric]) * size for r in chosen]
+    if any(abs(p - round(p)) > 0.05 for p in products):
+        return None
+    return [int(round(p)) for p in products], 1 / size
+
+
+def family_text(protocol: Protocol, results: list[dict]) -> str:
+    done = [r for r in results if "verdict" in r]
+    settings = len({(r["dataset"], r["model"]) for r in done})
+    claims = len({(r["a"], r["b"], r["metric"]) for r in done})
+    return (f"Holm over the {len(done)} comparisons of {protocol.claim_name} ({claims} comparison(s) × "
+            f"{settings} dataset/model setting(s))")
+
+
+def analyse(protocol: Protocol, rows: list[dict], alpha: float = ALPHA) -> list[dict[str, Any]]:
+    """Every comparison of the protocol in every dataset/model setting, with the family's verdicts."""
+    results = []
+    for dataset in protocol.datasets:
+        for model in protocol.models:
+            for comp in protocol.comparisons:
+                entry: dict[str, Any] = {"dataset": dataset, "model": model, **comp}
+                if comp["a"] not in protocol.strategies or comp["b"] not in protocol.strategies:
+                    entry["skipped"] = "a strategy of this comparison is not in this checkout"
+                    results.append(entry)
+                    continue
+                a = values(rows, dataset, model, comp["a"], comp["metric"])
+                b = values(rows, dataset, model, comp["b"], comp["metric"])
+                if not a or any(v is None or v == "" for v in a + b) or len(a) != len(b):
+                    entry["skipped"] = "a run diverged or failed, so the pairs are incomplete"
+                else:
+                    ca = as_counts(rows, dataset, model, comp["a"], comp["metric"])
+                    cb = as_counts(rows, dataset, model, comp["b"], comp["metric"])
+                    if ca is not None and cb is not None and ca[1] == cb[1]:
+                        test = paired_comparison(np.array(ca[0]), np.array(cb[0]), ca[1])
+                        entry["on"] = "integer counts" if ca[1] == 1 else f"integer counts (× 1/{round(1 / ca[1])})"
+                    else:
+                        test = paired_comparison(np.array(a, dtype=float), np.array(b, dtype=float))
+                        entry["on"] = "values"
+                    entry["test"] = test
+                results.append(entry)
+    done = [r for r in results if "test" in r]
+    for r, extra in zip(done, assess_family([r["test"] for r in done], [r["claim"] for r in done], alpha),
+                        strict=True):
+        r.update(extra)
+    family = family_text(protocol, results)
+    for r in done:
+        r["family"] = family
+        r["test"] = r["test"].as_dict()
+    return results
+
+
+def ranks(protocol: Protocol, rows: list[dict], alpha: float = ALPHA) -> dict[str, Any] | None:
+    """Friedman test + Nemenyi CD of the strategies over the dataset/model settings on the first
+    comparison's metric (mean over seeds), when there are ≥ 3 settings and ≥ 3 strategies."""
+    metric = protocol.comparisons[0]["metric"] if protocol.comparisons else None
+    settings = [(d, m) for d in protocol.datasets for m in protocol.models]
+    names = list(protocol.strategies)
+    if metric is None or len(settings) < 3 or len(names) < 3:
+        return None
+    table = []
+    for d, m in settings:
+        row = []
+        for name in names:
+            v = [x for x in values(rows, d, m, name, metric) if x not in (None, "")]
+            row.append(float(np.mean([float(x) for x in v])) if v else np.nan)
+        table.append(row)
+    table = np.array(table)
+    keep = [j for j in range(len(names)) if not np.isnan(table[:, j]).any()]
+    if len(keep) < 3:
+        return None
+    f = friedman(table[:, keep], [names[j] for j in keep], [f"{d}/{m}" for d, m in settings],
+                 higher_is_better=metric not in LOWER_IS_BETTER, alpha=alpha)
+    return {"metric": metric, **f.as_dict(), "cliques": nemenyi_cliques(f.mean_ranks, f.critical_difference)}
