@@ -120,8 +120,10 @@ CASES = {
     "unknown trainer": (["trainer=tpu"], rf"trainer='tpu' is unknown; available: cpu, {ANY_LIST}"),
     "weight decay negative": (["optimizer.weight_decay=-0.1"],
                               r"optimizer\.weight_decay=-0\.1 is invalid; allowed: a number >= 0"),
-    "val size zero": (["data.val_size=0"], r"data\.val_size=0 is invalid; allowed: an integer > 0"),
-    "test size zero": (["data.test_size=0"], r"data\.test_size=0 is invalid; allowed: null or an integer > 0"),
+    "val size zero": (["data.val_size=0"], r"data\.val_size=0 is invalid; allowed: an integer > 0 or a fraction "
+                      r"in \(0, 1\)"),
+    "test size zero": (["data.test_size=0"], r"data\.test_size=0 is invalid; allowed: null, an integer > 0 or a "
+                       r"fraction in \(0, 1\)"),
     "hidden width zero": (["model.hidden=[64,0]"], r"model\.hidden=\[64, 0\] is invalid for model=mlp; allowed: a "
                           r"list of integers >= 1 \(the hidden widths; \[\] for none\)"),
     "cnn hidden a list": (["model=cnn", "model.hidden=[8]"],
@@ -140,10 +142,30 @@ CASES = {
     "multilabel not a boolean": (["data.multilabel=maybe"], r"data\.multilabel='maybe' is invalid; allowed: true or false"),
     "problem seed negative": (["data.problem_seed=-3"], r"data\.problem_seed=-3 is invalid; allowed: an integer >= 0"),
     "negative gradient clipping": (["trainer.gradient_clip_val=-1"], r"trainer\.gradient_clip_val=-1 is invalid; "
-                                   r"allowed: null or a number >= 0 \(0 and null: no clipping\)"),
+                                   r"allowed: null or a number > 0"),
+    "unknown clipping algorithm": (["trainer.gradient_clip_algorithm=clip"], r"trainer\.gradient_clip_algorithm="
+                                   r"'clip' is invalid; allowed: null, norm or value"),
+    "accumulated gradients": (["+trainer.accumulate_grad_batches=4"], r"trainer\.accumulate_grad_batches=4 is "
+                              r"invalid; allowed: 1 \(lossbench steps the optimizer once per batch; raise "
+                              r"data\.batch_size instead\)"),
+    "log every zero steps": (["trainer.log_every_n_steps=0"],
+                             r"trainer\.log_every_n_steps=0 is invalid; allowed: an integer >= 1"),
     "divergence check every zero steps": (["trainer.divergence_check_every=0"],
-                                          r"trainer\.divergence_check_every=0 is invalid; allowed: null \(1 on CPU, "
-                                          r"50 on GPU\) or an integer >= 1"),
+                                          r"trainer\.divergence_check_every=0 is invalid; allowed: null or an "
+                                          r"integer >= 1"),
+    "unknown scheduler": (["scheduler=warmup"], r"scheduler='warmup' is unknown; available: cosine, none, onecycle"),
+    "unknown scheduler name": (["scheduler.name=warm"],
+                               r"scheduler\.name='warm' is invalid; allowed: one of none, cosine, onecycle"),
+    "negative warm-up": (["scheduler=cosine", "scheduler.warmup_steps=-1"],
+                         r"scheduler\.warmup_steps=-1 is invalid; allowed: an integer >= 0"),
+    "one-cycle peak outside the run": (["scheduler=onecycle", "scheduler.pct_start=1.5"],
+                                       r"scheduler\.pct_start=1\.5 is invalid; allowed: a number in the open "
+                                       r"interval \(0, 1\)"),
+    "negative final rate": (["scheduler=cosine", "scheduler.min_lr=-0.1"],
+                            r"scheduler\.min_lr=-0\.1 is invalid; allowed: a number >= 0"),
+    "unknown noise": (["noise=gaussian"], rf"noise='gaussian' is unknown; available: asymmetric, {ANY_LIST}"),
+    "unknown members forward": (["members_forward=scan"],
+                                r"members_forward='scan' is invalid; allowed: auto, vmap or loop"),
 
     "unknown z activation": (["loss=partition_softmax", "head.z_activation=relu"],
                              r"head\.z_activation='relu' is invalid; allowed: one of clip, softplus"),

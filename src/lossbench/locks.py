@@ -9,9 +9,11 @@ when it ends, by an error too. A process killed outright (SIGKILL, power loss) l
 - **stale** (taken over by the next run): the lock names this host and its process is gone -- the boot
   id differs (the host restarted), no process has that pid (``kill(pid, 0)`` fails with ``ESRCH``), the
   process is a zombie, or the process with that pid started at another time than the holder did (the
-  pid was reused; start times from ``/proc/<pid>/stat``);
-- **live**: otherwise. A lock taken on another host is always treated as live (its process cannot be
-  checked from here); the error names the host, the pid and the file to delete if that process is gone.
+  pid was reused; start times from ``/proc/<pid>/stat``). Or, on any host, the holder ran in an earlier
+  incarnation of this very Slurm job (same ``SLURM_JOB_ID``, lower ``SLURM_RESTART_COUNT``): Slurm
+  ends a job before it requeues it, so a requeued sweep job continues its own checkpoint;
+- **live**: otherwise. A lock taken on another host is treated as live (its process cannot be checked
+  from here); the error names the host, the pid and the file to delete if that process is gone.
 
 Checking a lock and taking a stale one over happen under ``flock`` of the checkpoint folder, so of several
 processes of one host that find the same stale lock, exactly one takes it over.
@@ -51,6 +53,8 @@ class Holder:
     run_dir: str  # the holder's own run folder (DDP processes of one run share it)
     since: str  # UTC, ISO 8601
     token: str  # tells this process's own lock from an older one of a reused pid
+    slurm_job: str | None = None  # SLURM_JOB_ID (kept when Slurm requeues the job)
+    slurm_restart: int = 0  # SLURM_RESTART_COUNT: how often Slurm requeued that job before
 
     def describe(self) -> str:
         return f"pid {self.pid} on host {self.host} (run folder {self.run_dir}, since {self.since})"
@@ -87,15 +91,24 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[19])
 
 
+def _slurm_restart() -> int:
+    value = os.environ.get("SLURM_RESTART_COUNT", "").strip()
+    return int(value) if value.isdigit() else 0
+
+
 def this_process(run_dir: Path) -> Holder:
     stat = _proc_stat(os.getpid())
     return Holder(pid=os.getpid(), host=socket.gethostname(), boot_id=_boot_id(),
                   started=stat[1] if stat else None, run_dir=str(run_dir),
-                  since=datetime.now(timezone.utc).isoformat(timespec="seconds"), token=secrets.token_hex(8))
+                  since=datetime.now(timezone.utc).isoformat(timespec="seconds"), token=secrets.token_hex(8),
+                  slurm_job=os.environ.get("SLURM_JOB_ID") or None, slurm_restart=_slurm_restart())
 
 
 def is_alive(holder: Holder) -> bool:
     """Whether the holder's process may still run (see the module docstring)."""
+    if holder.slurm_job and holder.slurm_job == os.environ.get("SLURM_JOB_ID") \
+            and holder.slurm_restart < _slurm_restart():
+        return False  # an earlier incarnation of this requeued Slurm job
     if holder.host != socket.gethostname():
         return True  # another host's process cannot be checked from here
     boot_id = _boot_id()
