@@ -139,7 +139,10 @@ CASES = {
     "imbalance not a number": (["data.imbalance=steep"],
                                r"data\.imbalance='steep' is invalid; allowed: a number >= 0 \(0: balanced\)"),
     "noise negative": (["data.noise=-1"], r"data\.noise=-1 is invalid; allowed: a number >= 0"),
-    "multilabel not a boolean": (["data.multilabel=maybe"], r"data\.multilabel='maybe' is invalid; allowed: true or false"),
+    "multilabel not a boolean": (["data.multilabel=maybe"],
+                                 r"data\.multilabel='maybe' is invalid for data=synthetic; allowed: true or false"),
+    "multilabel auto on synthetic data": (["data.multilabel=auto"], r"data\.multilabel='auto' is invalid for "
+                                          r"data=synthetic; allowed: true or false"),
     "problem seed negative": (["data.problem_seed=-3"], r"data\.problem_seed=-3 is invalid; allowed: an integer >= 0"),
     "negative gradient clipping": (["trainer.gradient_clip_val=-1"], r"trainer\.gradient_clip_val=-1 is invalid; "
                                    r"allowed: null or a number > 0"),
@@ -226,10 +229,11 @@ def cli_steps(overrides: list[str], run_dir) -> str:
 
 
 def test_every_validated_key_and_every_group_has_a_case():
-    """The table covers what lossbench validates: each key of config._RANGES (and model.hidden, checked per
-    model) has a case with a bad value, each config group a case with an unknown name."""
+    """The table covers what lossbench validates: each key of config._RANGES (and model.hidden and
+    data.multilabel, checked per model / dataset) has a case with a bad value, each config group a case with
+    an unknown name."""
     overridden = {o.split("=", 1)[0].lstrip("+") for overrides, _ in CASES.values() for o in overrides}
-    keys = {key for key, _, _ in _RANGES} | {"model.hidden"}
+    keys = {key for key, _, _ in _RANGES} | {"model.hidden", "data.multilabel"}
     assert keys - overridden == set()
     unknown_names = {o.split("=", 1)[0] for overrides, expected in CASES.values() for o in overrides
                      if "is unknown; available" in expected and expected.startswith(o.split("=", 1)[0] + "=")}

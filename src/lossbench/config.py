@@ -85,7 +85,6 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.cardinality", lambda v: _is_num(v) and v > 0, "a number > 0 (and <= data.num_classes)"),
     ("data.imbalance", lambda v: _is_num(v) and v >= 0, "a number >= 0 (0: balanced)"),
     ("data.noise", lambda v: _is_num(v) and v >= 0, "a number >= 0"),
-    ("data.multilabel", lambda v: isinstance(v, bool), "true or false"),
     ("data.problem_seed", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("members_forward", lambda v: v in ("auto", "vmap", "loop"), "auto, vmap or loop"),
     ("seeds", lambda v: v is None or _is_seed_list(v), "null or a non-empty list of distinct integers >= 0"),
@@ -98,6 +97,17 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
 def _is_int_list(v: Any, minimum: int) -> bool:
     items = list(v) if OmegaConf.is_list(v) or isinstance(v, (list, tuple)) else None
     return items is not None and all(_is_int(i) and i >= minimum for i in items)
+
+
+def _check_multilabel(cfg: DictConfig) -> None:
+    """``data.multilabel``: true or false; image_csv also takes auto (multi-label when a row has two labels)."""
+    value = OmegaConf.select(cfg, "data.multilabel", default="<absent>")
+    if isinstance(value, str) and value == "<absent>":
+        return
+    with_auto = cfg.data.name == "image_csv"
+    if not (isinstance(value, bool) or (with_auto and value == "auto")):
+        allowed = "auto, true or false" if with_auto else "true or false"
+        raise ConfigError(f"data.multilabel={value!r} is invalid for data={cfg.data.name}; allowed: {allowed}")
 
 
 def _check_model_hidden(cfg: DictConfig) -> None:
@@ -154,6 +164,7 @@ def validate_values(cfg: DictConfig) -> None:
             shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
             raise ConfigError(f"{key}={shown!r} is invalid; allowed: {allowed}")
     _check_model_hidden(cfg)
+    _check_multilabel(cfg)
     validate_passed_keys(cfg)
     noise.check_config(cfg.get("noise"))
 
