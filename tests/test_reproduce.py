@@ -140,6 +140,51 @@ def test_quick_multilabel_reproduction_compares_label_counts(tmp_path):
     assert "Ranks across settings: not computed (1 dataset/model setting(s)" in text
 
 
+@pytest.mark.slow
+def test_quick_converged_protocol_tunes_with_equal_budgets_and_trains_seeds_as_members(mnist_root, tmp_path):
+    out, runs = tmp_path / "report", tmp_path / "runs"
+    result = reproduce("mnist_converged", out, runs, device="cpu", n_jobs=1, profile="quick",
+                       data_root=str(mnist_root))
+    protocol = load_protocol("mnist_converged", profile="quick")
+    trials = protocol.lr_grid["adam"]
+    assert len(trials) == 3 and len(set(trials)) == 3 and all(1e-3 <= r <= 1e-2 for r in trials)
+    # every tuned strategy was tuned on exactly the same trials
+    assert [sorted(c["scores"]) for c in result["chosen"].values()] == [trials, trials]
+    results = json.loads((out / "results.json").read_text())
+    check_verdicts_follow_from_p_values(results)
+    check_report_structure(out, results)
+    text = (out / "report.md").read_text()
+    assert "Expected best val acc % for a budget of n tuning trials" in text
+    assert "each setting's seeds trained together as members" in text
+    for name in ("tuning_budget.png", "validation_mnist_mlp.png"):
+        assert (out / name).stat().st_size > 0, name
+    # the seeds of one setting came from one members run: one stacked batch order per seed, same folders
+    rows = _rows(out)
+    assert len(rows) == 3 * 3 and all(r["status"] == "completed" for r in rows)
+    ce = [r for r in rows if r["strategy"] == "ce_tuned"]
+    assert len({r["test/acc"] for r in ce}) > 1  # the seeds differ
+    # the validation curves of each run are in results.json (one point per epoch)
+    curves = results["curves"]["mnist/mlp"]
+    assert {len(run) for runs_ in curves.values() for run in runs_} == {2}
+    [goal] = results["goals"]
+    assert goal["setting"] == "mnist/mlp" and goal["met"] == (goal["mean"] >= 0.5)
+    assert f"goal ≥ 50.0 %: {'reached' if goal['met'] else '**not reached**'}" in text
+
+
+@pytest.mark.slow
+def test_members_and_separate_runs_give_the_same_numbers_on_a_cpu(mnist_root, tmp_path):
+    """On a CPU the members loop runs each seed's own operations in order: the same numbers as one process
+    per seed (``--separate``)."""
+    common = dict(device="cpu", n_jobs=1, quick=True, data_root=str(mnist_root))
+    members = reproduce("mnist", tmp_path / "m", tmp_path / "mruns", **common)
+    separate = reproduce("mnist", tmp_path / "s", tmp_path / "sruns", separate=True, **common)
+    key = ("strategy", "seed")
+    a = sorted(members["rows"], key=lambda r: tuple(r[k] for k in key))
+    b = sorted(separate["rows"], key=lambda r: tuple(r[k] for k in key))
+    assert [r["test/acc"] for r in a] == [r["test/acc"] for r in b]
+    assert [r["test/nll"] for r in a] == pytest.approx([r["test/nll"] for r in b], abs=1e-6)
+
+
 @pytest.mark.parametrize("name", COMMITTED)
 def test_committed_report_verdicts_follow_from_its_own_p_values(name):
     results = json.loads((REPORTS / name / "results.json").read_text())
@@ -232,3 +277,32 @@ def test_cli_rejects_quick_with_another_profile(capsys, tmp_path):
     assert capsys.readouterr().err.strip() == "error: --quick contradicts --profile cpu; give one of them"
     assert main([]) == 2
     assert capsys.readouterr().err.strip() == "error: give a preset (mnist or multilabel) or --reanalyse REPORT_DIR"
+
+
+def test_converged_protocols_keep_the_forums_regime_and_equal_budgets():
+    """Issue: full data, models to a plateau, >= 20 test seeds (claim 1), the same tuning trials for every
+    tuned strategy, the strategies asked for, and seeds enough for the Wilcoxon test to pass Holm."""
+    for preset, profile in (("mnist_converged", "full"), ("mnist_converged", "cpu")):
+        protocol = load_protocol(preset, profile=profile)
+        assert len(protocol.seeds) >= 20 and protocol.tune_seed not in protocol.seeds
+        assert protocol.lr_search["adam"]["trials"] >= 6
+        m = len(protocol.comparisons) * len(protocol.datasets) * len(protocol.models)
+        assert 2 / 2 ** len(protocol.seeds) < 0.05 / m  # the exact Wilcoxon test can pass Holm
+        labels = {s.overrides: s for s in protocol.strategies.values()}
+        tuned = {s.overrides for s in protocol.strategies.values() if s.lr == "tuned"}
+        assert tuned == {("loss=cross_entropy",), ("loss=bce_with_logits",),
+                         ("loss=cross_entropy", "loss.label_smoothing=0.1")}
+        assert ("loss=bce_with_logits", "loss.reduction=sum_classes") in labels
+        assert {s.optimizer for s in protocol.strategies.values()} == {"adam", "sgd"}
+        jobs = {(j.dataset, j.model): j for j in seed_jobs(protocol, {})}
+        for (dataset, model), job in jobs.items():
+            cfg = _compose(job_overrides(protocol, job, "cpu", None))
+            assert cfg.data.train_size is None and cfg.data.val_size == 5000 and cfg.data.test_size is None
+            assert cfg.scheduler.name == "cosine" and cfg.trainer.max_epochs >= 10, (dataset, model)
+    assert set(load_protocol("mnist_converged").models) == {"mlp", "cnn"}
+    assert set(load_protocol("mnist_converged", profile="cpu").models) == {"mlp"}
+    claim2 = load_protocol("multilabel_converged")
+    m = len(claim2.comparisons) * len(claim2.datasets)
+    assert 2 / 2 ** len(claim2.seeds) < 0.05 / m
+    job = next(j for j in seed_jobs(claim2, {}) if j.dataset == "mnist_multi")
+    assert _compose(job_overrides(claim2, job, "cpu", None)).data.train_size == 55000

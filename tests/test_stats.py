@@ -257,3 +257,29 @@ def test_friedman_and_nemenyi_by_hand():
     assert friedman(x, list("abcd"), list("123456"), higher_is_better=False).statistic == pytest.approx(ref.statistic)
     assert nemenyi_cliques([1.0, 1.5, 3.0, 3.2], cd=1.0) == [(0, 1), (2, 3)]
     assert nemenyi_cliques([1.0, 1.5, 1.9, 3.0], cd=1.0) == [(0, 2)]
+
+
+# -- expected best score of a tuning budget (Dodge et al. 2019) ------------------------------------------
+def test_expected_max_by_enumerating_every_draw():
+    from lossbench.analysis.stats import expected_max
+
+    # [1, 2, 3], 2 draws with replacement: the 9 equally likely pairs have maxima summing to 22
+    assert expected_max([3, 1, 2], 2) == pytest.approx(22 / 9)
+    values = [0.2, 0.9, 0.5, 0.5]
+    for n in (1, 2, 3):
+        maxima = [max(draw) for draw in itertools.product(values, repeat=n)]
+        assert expected_max(values, n) == pytest.approx(sum(maxima) / len(maxima))
+    assert expected_max(values, 1) == pytest.approx(np.mean(values))
+    assert expected_max(values, 200) == pytest.approx(0.9, abs=1e-12)
+
+
+def test_expected_max_curve_rises_and_its_band_holds_the_curve():
+    from lossbench.analysis.stats import expected_max_curve
+
+    scores = [0.91, 0.95, 0.97, 0.93, 0.60, 0.96]
+    curve = expected_max_curve(scores)
+    assert curve["n"] == [1, 2, 3, 4, 5, 6]
+    assert all(b >= a for a, b in zip(curve["mean"], curve["mean"][1:], strict=False))
+    assert all(lo <= m <= hi for lo, m, hi in zip(curve["low"], curve["mean"], curve["high"], strict=True))
+    assert max(curve["high"]) <= 0.97 and min(curve["low"]) >= 0.60  # a resample holds only observed scores
+    assert curve == expected_max_curve(scores)  # fixed seed: the same band every time

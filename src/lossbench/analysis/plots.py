@@ -195,3 +195,23 @@ def plot_reliability(panels: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndar
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_tuning_budget(panels: Sequence[tuple[str, list[tuple[str, dict[str, list[float]]]]]], ylabel: str):
+    """One panel per setting: each tuned strategy's expected best validation score against the number of
+    tuning trials (``lossbench.analysis.stats.expected_max_curve``: ``n``, ``mean``, ``low``, ``high``),
+    with its bootstrap band."""
+    fig, axes = figure(len(panels), 4.8, 3.4)
+    for ax, (title, strategies) in zip(axes, panels, strict=False):
+        for (label, curve), color in zip(strategies, colors(len(strategies)), strict=True):
+            ax.plot(curve["n"], curve["mean"], marker="o", markersize=3, color=color, label=label)
+            ax.fill_between(curve["n"], curve["low"], curve["high"], color=color, alpha=0.15, linewidth=0)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("tuning trials")
+        ax.set_xticks(strategies[0][1]["n"])
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle("expected best validation score for a budget of n trials (Dodge et al. 2019), 95% bootstrap band",
+                 fontsize=9)
+    return fig

@@ -440,3 +440,33 @@ def nemenyi_cliques(mean_ranks: Sequence[float], cd: float) -> list[tuple[int, i
         if j > i and not any(a <= i and j <= b for a, b in runs):
             runs.append((i, j))
     return runs
+
+
+# -- tuning budgets -------------------------------------------------------------------------------------
+
+def expected_max(scores: Sequence[float], n: int) -> float:
+    """Expected best score of ``n`` trials drawn (with replacement) from the observed trial scores — the
+    expected validation performance of a tuning budget of ``n`` trials (Dodge et al. 2019, "Show your work",
+    eq. 1): with the ``N`` scores sorted ``v_(1) ≤ … ≤ v_(N)``,
+    ``E[max_n] = Σ_i v_(i) [(i/N)^n − ((i−1)/N)^n]``."""
+    v = np.sort(np.asarray(scores, dtype=float))
+    if v.size == 0 or n < 1:
+        raise ValueError("expected_max needs at least one score and n >= 1")
+    i = np.arange(1, v.size + 1)
+    weights = (i / v.size) ** n - ((i - 1) / v.size) ** n
+    return float((v * weights).sum())
+
+
+def expected_max_curve(scores: Sequence[float], confidence: float = 1 - ALPHA,
+                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict[str, list[float]]:
+    """:func:`expected_max` for ``n = 1..N`` with a percentile bootstrap band: the ``N`` trials resampled
+    with replacement ``resamples`` times (fixed seed), the curve of each resample, its ``(1 ± confidence)/2``
+    quantiles per ``n``."""
+    v = np.asarray(scores, dtype=float)
+    ns = list(range(1, v.size + 1))
+    rng = np.random.default_rng(seed)
+    samples = np.sort(v[rng.integers(0, v.size, size=(resamples, v.size))], axis=1)
+    i = np.arange(1, v.size + 1)
+    curves = np.stack([(samples * ((i / v.size) ** n - ((i - 1) / v.size) ** n)).sum(axis=1) for n in ns], axis=1)
+    low, high = np.quantile(curves, [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
+    return {"n": ns, "mean": [expected_max(v, n) for n in ns], "low": low.tolist(), "high": high.tolist()}

@@ -17,7 +17,7 @@ from lossbench.analysis.reproduce.jobs import repeat_check, run_jobs
 from lossbench.analysis.reproduce.machine import cpu_seconds, machine
 from lossbench.analysis.reproduce.protocol import PRESETS, PROFILES, load_protocol
 from lossbench.analysis.reproduce.report import write_report
-from lossbench.analysis.reproduce.results import analyse, collect, ranks, test_sizes
+from lossbench.analysis.reproduce.results import analyse, collect, ranks, test_sizes, validation_curves
 from lossbench.analysis.reproduce.tuning import choose_rates, seed_jobs, tuning_jobs
 from lossbench.errors import ConfigError, DataError, UserError
 from lossbench.summary import git_commit, read_summary
@@ -27,8 +27,10 @@ RESULTS = "results.json"
 
 def reproduce(preset: str, out: Path, runs: Path, device: str = "auto", n_jobs: int | None = None,
               quick: bool = False, data_root: str | None = None, repeat: int = 0,
-              command: str | None = None, profile: str | None = None, commit: str | None = None) -> dict[str, Any]:
-    """Run the protocol of ``preset`` (profile full/cpu/quick) and write its report to ``out``.
+              command: str | None = None, profile: str | None = None, commit: str | None = None,
+              separate: bool = False) -> dict[str, Any]:
+    """Run the protocol of ``preset`` (profile full/cpu/quick) and write its report to ``out``. Each
+    setting's seeds train as members in one process unless ``separate`` (then one process per run).
 
     Default parallelism: up to 8 runs at a time on a GPU; on a CPU one run per core with one torch thread
     each (the quick profile: one run, in this process). A loaded 2-core machine runs two single-threaded
@@ -51,10 +53,10 @@ def reproduce(preset: str, out: Path, runs: Path, device: str = "auto", n_jobs: 
     sizes = test_sizes(protocol, data_root)
     tuning = tuning_jobs(protocol)
     trained = run_jobs([j for js in tuning.values() for j in js], protocol, runs, device, n_jobs, data_root,
-                       "tune", threads)
+                       "tune", threads, separate=True)  # one seed per trial: nothing to stack
     chosen = choose_rates(protocol, tuning, runs)
     jobs = seed_jobs(protocol, chosen)
-    trained += run_jobs(jobs, protocol, runs, device, n_jobs, data_root, "seeds", threads)
+    trained += run_jobs(jobs, protocol, runs, device, n_jobs, data_root, "seeds", threads, separate=separate)
     context = {
         "preset": preset, "profile": protocol.profile, "quick": protocol.profile == "quick", "device": device,
         "jobs": n_jobs, "threads": threads,
@@ -65,10 +67,13 @@ def reproduce(preset: str, out: Path, runs: Path, device: str = "auto", n_jobs: 
             (read_summary(runs / j.key).get("git_commit") for j in jobs if (runs / j.key / "summary.json").exists()),
             None),
         "trained_now": trained, "wall_time_s": None, "missing": protocol.missing,
+        "members": not separate,
     }
     if repeat:
-        context["repeat_check"] = repeat_check(jobs, protocol, runs, device, n_jobs, data_root, repeat, threads)
+        context["repeat_check"] = repeat_check(jobs, protocol, runs, device, n_jobs, data_root, repeat, threads,
+                                               separate)
     rows = collect(jobs, runs, sizes)
+    context["curves"] = validation_curves(protocol, jobs, runs)
     results = analyse(protocol, rows)
     rank = ranks(protocol, rows)
     context["wall_time_s"] = round(time.perf_counter() - start, 1)
@@ -80,7 +85,8 @@ def reproduce(preset: str, out: Path, runs: Path, device: str = "auto", n_jobs: 
 
 
 CONTEXT_KEYS = ("preset", "profile", "quick", "device", "jobs", "threads", "command", "machine", "date",
-                "git_commit", "trained_now", "wall_time_s", "missing", "repeat_check", "cpu_time_s", "load_average")
+                "git_commit", "trained_now", "wall_time_s", "missing", "repeat_check", "cpu_time_s", "load_average",
+                "members", "curves")
 
 
 def reanalyse(folder: Path, out: Path | None = None, command: str | None = None) -> dict[str, Any]:
@@ -134,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", help="folder holding MNIST/raw and FashionMNIST/raw (default $LOSSBENCH_DATA)")
     parser.add_argument("--repeat-check", type=int, default=0, metavar="N",
                         help="train the first N seed runs again and report whether every metric is identical")
+    parser.add_argument("--separate", action="store_true",
+                        help="one process per seed run instead of each setting's seeds trained together as members")
     parser.add_argument("--commit", help="the lossbench commit to state in the report (default $LOSSBENCH_COMMIT, "
                                          "else the one the runs recorded)")
     args = parser.parse_args(argv)
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             out = args.out or (Path("runs") / suffix / "report" if profile == "quick" else Path("reports") / suffix)
             runs = args.runs or Path("runs") / suffix
             result = reproduce(args.preset, out, runs, args.device, args.jobs, False, args.data_root,
-                               args.repeat_check, command, profile, args.commit)
+                               args.repeat_check, command, profile, args.commit, args.separate)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

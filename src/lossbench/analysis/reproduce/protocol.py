@@ -10,9 +10,10 @@ from omegaconf import OmegaConf
 from lossbench.errors import ConfigError
 from lossbench.paths import CONFIG_DIR
 
-PRESETS = ("mnist", "multilabel")
+PRESETS = ("mnist", "multilabel", "mnist_converged", "multilabel_converged")
 PROFILES = ("full", "cpu", "quick")  # full: the protocol as written; cpu / quick: its reproduce.<profile> keys
-CLAIM_NAMES = {"mnist": "claim 1", "multilabel": "claim 2"}
+CLAIM_NAMES = {"mnist": "claim 1", "multilabel": "claim 2", "mnist_converged": "claim 1",
+               "multilabel_converged": "claim 2"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class Protocol:
     profile: str = "full"
     overrides: list[str] = field(default_factory=list)  # extra training overrides of the profile
     missing: list[str] = field(default_factory=list)  # what this checkout lacks, reported as such
+    # random search (equal budgets): optimizer -> {low, high, trials}; lr_grid holds the sampled rates
+    lr_search: dict[str, dict] | None = None
+    search_seed: int = 0
+    goals: dict[str, float] = field(default_factory=dict)  # "<dataset>/<model>" -> accuracy the best must reach
 
     @property
     def claim_name(self) -> str:
@@ -82,9 +87,29 @@ def load_protocol(preset: str, quick: bool = False, profile: str | None = None) 
         select_by=spec["select_by"], lr_grid=spec["lr_grid"], strategies=strategies,
         table_metrics=spec["table_metrics"], comparisons=spec["comparisons"], profile=profile,
         overrides=list(spec.get("overrides", [])) if profile != "full" else [],
+        lr_search=spec.get("lr_search"), search_seed=int(spec.get("search_seed", 0)), goals=spec.get("goals") or {},
     )
+    if protocol.lr_search:
+        protocol.lr_grid = {**protocol.lr_grid, **sampled_rates(protocol.lr_search, protocol.search_seed)}
     drop_unavailable(protocol)
     return protocol
+
+
+def sampled_rates(search: dict[str, dict], seed: int) -> dict[str, list[float]]:
+    """Equal tuning budgets: per optimizer, ``trials`` learning rates drawn log-uniformly from
+    ``[low, high]`` with ``numpy.random.default_rng(seed)`` (3 significant digits). Every strategy that
+    uses the optimizer is tuned over these same trials, so no strategy gets more or luckier draws."""
+    import numpy as np
+
+    rates = {}
+    for optimizer, s in search.items():
+        rng = np.random.default_rng([seed, sum(map(ord, optimizer))])
+        draws = np.exp(rng.uniform(np.log(float(s["low"])), np.log(float(s["high"])), size=int(s["trials"])))
+        rates[optimizer] = sorted(float(f"{r:.3g}") for r in draws)
+        if len(set(rates[optimizer])) != len(rates[optimizer]):
+            raise ConfigError(f"lr_search.{optimizer}: two of its {s['trials']} trials round to the same rate; "
+                              "allowed: a wider range or fewer trials")
+    return rates
 
 
 def drop_unavailable(protocol: Protocol) -> None:

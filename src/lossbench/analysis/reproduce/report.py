@@ -215,6 +215,68 @@ def write_plots(protocol: Protocol, rows: list[dict], results: list[dict], ranks
     return files
 
 
+def budget_curves(protocol: Protocol, chosen: dict, dataset: str, model: str) -> list[tuple[str, dict]]:
+    """(strategy label, expected-max curve) for each tuned strategy of a setting; a diverged trial counts as
+    the worst possible score (0)."""
+    from lossbench.analysis.stats import expected_max_curve
+
+    out, seen = [], set()
+    for s in protocol.strategies.values():
+        key = (dataset, model, s.tuning_key)
+        if s.lr != "tuned" or key not in chosen or s.tuning_key in seen:
+            continue
+        seen.add(s.tuning_key)
+        scores = [0.0 if math.isinf(v) else v for _, v in sorted(chosen[key]["scores"].items())]
+        out.append((s.label.split(",")[0], expected_max_curve(scores)))
+    return out
+
+
+def budget_table(protocol: Protocol, chosen: dict, dataset: str, model: str) -> list[str]:
+    curves = budget_curves(protocol, chosen, dataset, model)
+    if not curves:
+        return []
+    trials = len(curves[0][1]["n"])
+    marks = sorted({1, min(3, trials), trials})
+    title = METRICS.get(protocol.select_by, (protocol.select_by,))[0]
+    lines = [f"Expected best {title} for a budget of n tuning trials (Dodge et al. 2019; 95% bootstrap band). "
+             "Equal budgets: every tuned strategy had the same trials (rates) of the same search space, so a loss "
+             "that wins only with many trials was merely easier to tune with few:", "",
+             "| strategy | " + " | ".join(f"n = {n}" for n in marks) + " |", "|---|" + "---:|" * len(marks)]
+    for label, curve in curves:
+        cells = [f"{fmt(protocol.select_by, curve['mean'][n - 1])} [{fmt(protocol.select_by, curve['low'][n - 1])}, "
+                 f"{fmt(protocol.select_by, curve['high'][n - 1])}]" for n in marks]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def curve_plot(protocol: Protocol, curves: dict, dataset: str):
+    """Validation ``select_by`` per epoch, mean ± std over seeds, one panel per model."""
+    panels = [m for m in protocol.models if f"{dataset}/{m}" in curves]
+    if not panels:
+        return None
+    labels = [s.label for s in protocol.strategies.values()]
+    figs = []
+    for model in panels:
+        per_strategy = curves[f"{dataset}/{model}"]
+        runs = [[{protocol.select_by: {int(e): v for e, v in run.items()}} for run in per_strategy.get(name, [])]
+                for name in protocol.strategies]
+        figs.append(plots.plot_curves(labels, runs, [protocol.select_by],
+                                      f"{DATASET_TITLES.get(dataset, dataset)}, {model}: validation per epoch "
+                                      "(mean ± std over seeds)"))
+    return figs
+
+
+def goal_lines(checks: list[dict]) -> list[str]:
+    if not checks:
+        return []
+    lines = ["Convergence check (the accuracy the forum's setting reaches; the protocol's epochs must get there):", ""]
+    for c in checks:
+        state = "reached" if c["met"] else "**not reached**"
+        lines.append(f"- {c['setting']}: best mean test accuracy {c['mean'] * 100:.2f} % ({c['strategy']}), "
+                     f"goal ≥ {c['goal'] * 100:.1f} %: {state}")
+    return [*lines, ""]
+
+
 def runs_csv(rows: list[dict]) -> str:
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("test/") or k.startswith("val/"), k))
     buffer = io.StringIO()
@@ -238,8 +300,19 @@ def context_lines(protocol: Protocol, rows: list[dict], chosen: dict, context: d
             parts.append(f"load average (1 min) {context['load_average']['start']} at the start, "
                          f"{context['load_average']['end']} at the end")
         lines.append("- wall time: " + "; ".join(parts))
+    seeds = protocol.seeds
+    seed_text = f"seeds {seeds[0]}–{seeds[-1]} ({len(seeds)})" if seeds == list(range(seeds[0], seeds[-1] + 1)) \
+        and len(seeds) > 3 else f"seeds {seeds}"
     lines.append(f"- runs: {len(rows)} seed runs + {sum(len(v['scores']) for v in chosen.values())} tuning runs; "
-                 f"seeds {protocol.seeds}; rates chosen by final {protocol.select_by} with seed {protocol.tune_seed}")
+                 f"{seed_text}; rates chosen by final {protocol.select_by} with seed {protocol.tune_seed}"
+                 + ("; each setting's seeds trained together as members (`lossbench.members`)"
+                    if context.get("members") else ""))
+    if protocol.lr_search:
+        space = "; ".join(f"{opt}: {s['trials']} rates log-uniform in [{s['low']:g}, {s['high']:g}] "
+                          f"({', '.join(fmt_lr(r) for r in protocol.lr_grid[opt])})"
+                          for opt, s in protocol.lr_search.items())
+        lines.append(f"- tuning budget, equal for every tuned strategy of an optimizer: {space}; "
+                     f"drawn once with seed {protocol.search_seed}")
     lines.append(f"- training settings: `configs/experiment/reproduce_{protocol.preset}.yaml`"
                  + (f", profile `{protocol.profile}` (its `reproduce.{protocol.profile}` keys)"
                     if protocol.profile != "full" else "")
@@ -264,9 +337,32 @@ def write_report(protocol: Protocol, rows: list[dict], chosen: dict, results: li
               for k, v in chosen.items()]
     serial = [{**r, "detectable": None if r.get("detectable") is None or math.isinf(r["detectable"])
                else r["detectable"]} for r in results]
+    from lossbench.analysis.reproduce.results import goal_checks
+
     write_json_atomic(out / "results.json", {**context, "alpha": alpha, "power": POWER, "tuning": tuning,
-                                             "comparisons": serial, "ranks": ranks, "runs": rows})
+                                             "comparisons": serial, "ranks": ranks, "runs": rows,
+                                             "goals": goal_checks(protocol, rows)})
     pictures = write_plots(protocol, rows, results, ranks, out)
+    curves = context.get("curves") or {}
+    for dataset in protocol.datasets:
+        for i, fig in enumerate(curve_plot(protocol, curves, dataset) or []):
+            if fig is not None:
+                name = f"validation_{dataset}_{list(protocol.models)[i]}.png"
+                plots.save_figure(fig, out / name)
+                pictures.append(name)
+    budget_panels = [(f"{DATASET_TITLES.get(d, d)}, {m}", budget_curves(protocol, chosen, d, m))
+                     for d in protocol.datasets for m in protocol.models]
+    scale = METRICS.get(protocol.select_by, (protocol.select_by, 1))[1]
+    budget_panels = [(title, [(label, {k: v if k == "n" else [x * scale for x in v] for k, v in curve.items()})
+                              for label, curve in c]) for title, c in budget_panels if c]
+    if budget_panels and protocol.lr_search:
+        plots.save_figure(plots.plot_tuning_budget(budget_panels, METRICS.get(protocol.select_by,
+                                                                              (protocol.select_by,))[0]),
+                          out / "tuning_budget.png")
+        pictures.append("tuning_budget.png")
+    from lossbench.analysis.reproduce.results import goal_checks
+
+    checks = goal_checks(protocol, rows)
 
     md = [f"# {protocol.title}", "", protocol.claim_text, "", *context_lines(protocol, rows, chosen, context),
           statistics_text(results, alpha)]
@@ -281,8 +377,12 @@ def write_report(protocol: Protocol, rows: list[dict], chosen: dict, results: li
             tune = tuning_table(protocol, chosen, dataset, model)
             if tune:
                 md += ["Rate tuning (validation split):", "", *tune, ""]
+            budget = budget_table(protocol, chosen, dataset, model) if protocol.lr_search else []
+            if budget:
+                md += [*budget, ""]
             md += [*strategy_table(protocol, rows, dataset, model), "",
                    *comparison_table(results, dataset, model), ""]
+    md += goal_lines(checks)
     md += ["## Ranks across settings", "", *rank_lines(ranks, protocol)]
     md += ["## Plots", ""] + [f"![{p}]({p})" for p in pictures] + [""]
     md += ["Files: `runs.csv` (one row per seed run, every test metric), `results.json` (the same plus the "

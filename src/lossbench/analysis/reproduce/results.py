@@ -149,3 +149,41 @@ def ranks(protocol: Protocol, rows: list[dict], alpha: float = ALPHA) -> dict[st
     f = friedman(table[:, keep], [names[j] for j in keep], [f"{d}/{m}" for d, m in settings],
                  higher_is_better=metric not in LOWER_IS_BETTER, alpha=alpha)
     return {"metric": metric, **f.as_dict(), "cliques": nemenyi_cliques(f.mean_ranks, f.critical_difference)}
+
+
+def validation_curves(protocol: Protocol, jobs: list[Job], runs) -> dict[str, dict[str, list[dict[int, float]]]]:
+    """``"<dataset>/<model>" -> strategy -> [per seed run: {epoch: select_by value}]`` from each run's
+    ``metrics.csv``, to show where validation stopped improving."""
+    import csv
+
+    from lossbench.paths import METRICS_FILE
+
+    curves: dict[str, dict[str, list[dict[int, float]]]] = {}
+    for job in jobs:
+        path = runs / job.key / METRICS_FILE
+        if not path.is_file():
+            continue
+        points: dict[int, float] = {}
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get(protocol.select_by) and row.get("epoch"):
+                    points[int(float(row["epoch"]))] = float(row[protocol.select_by])
+        curves.setdefault(f"{job.dataset}/{job.model}", {}).setdefault(job.strategy.name, []).append(points)
+    return curves
+
+
+def goal_checks(protocol: Protocol, rows: list[dict]) -> list[dict[str, Any]]:
+    """For each ``goals`` entry (``"<dataset>/<model>": accuracy``): the best strategy's mean test accuracy
+    and whether it reached the goal."""
+    out = []
+    for setting, goal in protocol.goals.items():
+        dataset, _, model = setting.partition("/")
+        best = None
+        for name in protocol.strategies:
+            v = [float(x) for x in values(rows, dataset, model, name, "test/acc") if x not in (None, "")]
+            if v and (best is None or np.mean(v) > best[1]):
+                best = (name, float(np.mean(v)))
+        if best is not None:
+            out.append({"setting": setting, "goal": float(goal), "strategy": best[0], "mean": best[1],
+                        "met": best[1] >= float(goal)})
+    return out
