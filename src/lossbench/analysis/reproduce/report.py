@@ -153,9 +153,9 @@ def statistics_text(results: list[dict], alpha: float = ALPHA) -> str:
             f"dropped, midranks for ties; its direction from W+ vs W−). "
             + (f"Accuracies and counts are tested as {', '.join(integer)}, so equal counts tie exactly. "
                if integer else "")
-            + (f"Comparisons marked *drop in … from <setting>* test per-seed drops: a seed's value in the reference "
-               f"setting minus its value in the block (seeds are paired across settings too: the same initial "
-               f"weights and batch order, other training labels), drop of a against drop of b. "
+            + ("Comparisons marked *drop in … from <setting>* test per-seed drops: a seed's value in the reference "
+               "setting minus its value in the block (seeds are paired across settings too: the same initial "
+               "weights and batch order, other training labels), drop of a against drop of b. "
                if any(r.get("drop_from") for r in done) else "")
             + f"**Family: {family}**, separately for the t-test and the Wilcoxon p-values. Verdict on the stated "
             f"claim: *supported* when both Holm-adjusted p < {alpha:g} and both tests point the claim's way, "
