@@ -48,7 +48,8 @@ class Job:
 
 def job_overrides(protocol: Protocol, job: Job, device: str, data_root: str | None) -> list[str]:
     out = [f"experiment=reproduce_{protocol.preset}", f"data={job.dataset}", *protocol.datasets[job.dataset],
-           *protocol.setting_overrides(job.setting), f"model={job.model}", *protocol.models[job.model], *job.strategy.overrides,
+           *protocol.setting_overrides(job.setting), f"model={job.model}", *protocol.models[job.model],
+           *job.strategy.overrides,
            f"optimizer={job.strategy.optimizer}", f"optimizer.lr={job.lr}", f"seed={job.seed}",
            f"trainer={device}", *protocol.overrides]
     if data_root and job.dataset != "synthetic":
