@@ -215,3 +215,26 @@ def plot_tuning_budget(panels: Sequence[tuple[str, list[tuple[str, dict[str, lis
     fig.suptitle("expected best validation score for a budget of n trials (Dodge et al. 2019), 95% bootstrap band",
                  fontsize=9)
     return fig
+
+
+def plot_against_rate(panels: Sequence[tuple[str, str, str, list[tuple[str, list[float], list[float], list[float]]]]],
+                      title: str = ""):
+    """One panel per (title, x label, y label, lines): each line a strategy's ``(label, rates, means, stds)``,
+    drawn as mean with a ±std band, one marker per rate."""
+    fig, axes = figure(len(panels), 4.6, 3.4)
+    for ax, (panel_title, xlabel, ylabel, lines) in zip(axes, panels, strict=False):
+        for (label, xs, means, stds), color in zip(lines, colors(len(lines)), strict=True):
+            if not xs:
+                continue
+            order = np.argsort(xs)
+            x, m, s = (np.asarray(v, dtype=float)[order] for v in (xs, means, stds))
+            ax.plot(x, m, marker="o", markersize=4, color=color, label=label)
+            ax.fill_between(x, m - s, m + s, color=color, alpha=0.18, linewidth=0)
+        ax.set_title(panel_title, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig

@@ -1,11 +1,14 @@
 """Reproduce the forum's claims: seed-paired runs, corrected statistics, a report.
 
 ``lossbench-reproduce mnist`` (claim 1: CE vs BCE on MNIST / Fashion-MNIST; also ``python
-scripts/reproduce.py`` and ``make reproduce``) and ``lossbench-reproduce multilabel`` (claim 2). The protocol
+scripts/reproduce.py`` and ``make reproduce``), ``lossbench-reproduce multilabel`` (claim 2) and
+``lossbench-reproduce noise`` (claim 3: robust losses under label noise, ``make reproduce-noise``). The protocol
 lives in ``configs/experiment/reproduce_<name>.yaml`` under ``reproduce:`` (:mod:`.protocol`); the rest of
 that file is an ordinary Hydra experiment that every run is composed with. ``--profile cpu`` and
 ``--profile quick`` replace some of its keys: runs sized for a 2-core CPU (under an hour per claim) and for
-smoke tests (seconds). Steps:
+smoke tests (seconds). A protocol's ``settings:`` (named training overrides, e.g. ``noise=symmetric
+noise.rate=0.4``) are crossed with its datasets and models; each (dataset, model, setting) block goes through
+the steps on its own. Steps:
 
 1. **tune** (:mod:`.tuning`) -- each strategy whose ``lr`` is ``tuned`` trains once per rate of its
    optimizer's grid with ``tune_seed``; the best final ``select_by`` value on the validation split wins;

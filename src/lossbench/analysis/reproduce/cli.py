@@ -108,7 +108,7 @@ def reanalyse(folder: Path, out: Path | None = None, command: str | None = None)
         raise DataError(f"{path} has runs of strategies the protocol no longer defines: {', '.join(unknown)}")
     chosen = {}
     for t in stored.get("tuning", []):
-        key = (t["dataset"], t["model"], (tuple(t["overrides"]), t["optimizer"]))
+        key = (t["dataset"], t["model"], t.get("setting", ""), (tuple(t["overrides"]), t["optimizer"]))
         chosen[key] = {"lr": t["chosen_lr"],
                        "scores": {float(lr): (-math.inf if s is None else s) for lr, s in t["scores"].items()}}
     context = {k: stored[k] for k in CONTEXT_KEYS if k in stored}
@@ -124,7 +124,8 @@ def reanalyse(folder: Path, out: Path | None = None, command: str | None = None)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lossbench-reproduce", description="Reproduce the forum's claims with "
                                      "seed-paired runs and corrected statistics, or recompute a report.")
-    parser.add_argument("preset", nargs="?", choices=PRESETS, help="mnist: claim 1 (CE vs BCE); multilabel: claim 2")
+    parser.add_argument("preset", nargs="?", choices=PRESETS, help="mnist, mnist_converged: claim 1 (CE vs BCE); "
+                        "multilabel, multilabel_converged: claim 2; noise: claim 3 (robust losses under label noise)")
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="full (default): the protocol as written; cpu: sized for < 1 hour per claim on "
                              "2 CPU cores; quick: tiny settings (seconds)")
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for r in result["results"]:
-        print(f"{r['dataset']}/{r['model']}: {r['label']}: {r.get('verdict', 'not run')}")
+        block = "/".join(x for x in (r["dataset"], r["model"], r.get("setting")) if x)
+        print(f"{block}: {r['label']}: {r.get('verdict', 'not run')}")
     print(f"report: {result['report']}")
     return 0
 

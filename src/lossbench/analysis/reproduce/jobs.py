@@ -37,16 +37,19 @@ class Job:
     strategy: Strategy
     lr: float
     seed: int
+    setting: str = ""  # a protocol setting's name (its overrides, e.g. noise=...); "" without settings
 
     @property
     def key(self) -> str:
         loss = "_".join(o.split("=", 1)[1] for o in self.strategy.overrides).replace("/", "_")
-        return f"{self.dataset}/{self.model}/{loss}-{self.strategy.optimizer}-lr{self.lr:g}-seed{self.seed}"
+        block = f"{self.dataset}/{self.model}" + (f"/{self.setting}" if self.setting else "")
+        return f"{block}/{loss}-{self.strategy.optimizer}-lr{self.lr:g}-seed{self.seed}"
 
 
 def job_overrides(protocol: Protocol, job: Job, device: str, data_root: str | None) -> list[str]:
     out = [f"experiment=reproduce_{protocol.preset}", f"data={job.dataset}", *protocol.datasets[job.dataset],
-           f"model={job.model}", *protocol.models[job.model], *job.strategy.overrides,
+           *protocol.setting_overrides(job.setting), f"model={job.model}", *protocol.models[job.model],
+           *job.strategy.overrides,
            f"optimizer={job.strategy.optimizer}", f"optimizer.lr={job.lr}", f"seed={job.seed}",
            f"trainer={device}", *protocol.overrides]
     if data_root and job.dataset != "synthetic":
@@ -115,7 +118,7 @@ def member_groups(jobs: list[Job]) -> list[list[Job]]:
     """Jobs that differ only in their seed, in order of first appearance."""
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
-        groups.setdefault((job.dataset, job.model, job.strategy.tuning_key, job.lr), []).append(job)
+        groups.setdefault((job.dataset, job.model, job.setting, job.strategy.tuning_key, job.lr), []).append(job)
     return list(groups.values())
 
 
