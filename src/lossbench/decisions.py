@@ -1,6 +1,6 @@
 """Decision rules: how multi-label probabilities become 0/1 predictions, and how thresholds are tuned.
 
-The PyTorch forum question (seeds/004): "people set 0.5 as a decision threshold ... how do I tune three
+The PyTorch forum question: "people set 0.5 as a decision threshold ... how do I tune three
 thresholds at the same time, or maybe I just output probability?" Every rule below is evaluated on the
 test split side by side, beside the threshold-free mAP and AUROC that ``metrics.py`` already reports.
 

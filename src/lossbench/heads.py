@@ -14,7 +14,7 @@ Heads:
               ``p_c > threshold`` (0.5 by default, i.e. logit > 0); single-label decision argmax.
 ``softmax``   one distribution ``softmax(x)``; single-label decision argmax; multi-label decision
               ``p_c > threshold``.
-``partition`` the factorisation from the Cross Validated thread (seeds/000): a softmax distribution
+``partition`` the factorisation from the Cross Validated thread: a softmax distribution
               over the ``C`` classes plus a label count ``Z = max(0.01, z)`` (or ``softplus(z)``)
               from one extra output; ``y_c ~ Z * softmax(x)_c``. Multi-label decision: the top
               ``round(Z)`` classes. Probabilities for metrics: ``min(1, Z * softmax(x))``.

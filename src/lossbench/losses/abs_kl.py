@@ -1,4 +1,4 @@
-"""Absolute ("modified") KL divergence between pseudo-distributions, from seeds/000.
+"""Absolute ("modified") KL divergence between pseudo-distributions, from the Cross Validated thread.
 
     L(P, Q) = sum_c | (P_c - Q_c) * log(P_c / Q_c) |,   P, Q clipped to [eps, inf)
 

@@ -1,4 +1,4 @@
-"""Hand-rolled binary cross-entropy on probabilities, the "explicit" form from seeds/000.
+"""Hand-rolled binary cross-entropy on probabilities, the "explicit" form of the Cross Validated thread.
 
     p = clip(h(x), eps, 1 - eps)          h = sigmoid or softmax (the head)
     l(x, y) = -[ y * log p + (1 - y) * log(1 - p) ]

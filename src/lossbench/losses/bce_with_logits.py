@@ -4,8 +4,8 @@
             = (1 - y) * x + (1 + (w_pos - 1) * y) * softplus(-x)        (stable form)
 
 Source: PyTorch ``nn.BCEWithLogitsLoss``; TensorFlow ``tf.nn.sigmoid_cross_entropy_with_logits``
-(seeds/000, 002, 003, 004). Never forms ``sigma(x)`` explicitly, so it is finite for every finite
-logit. Optional ``pos_weight`` (a number > 0 or one per class; PyTorch's semantics: it multiplies the
+(what the forum threads recommend for multi-label data). Never forms ``sigma(x)`` explicitly, so it is
+finite for every finite logit. Optional ``pos_weight`` (a number > 0 or one per class; PyTorch's semantics: it multiplies the
 positive term) and ``label_smoothing`` (Keras ``binary_crossentropy`` style: ``y <- y * (1 - s) + s / 2``).
 Head: sigmoid. Tasks: multi-label, and single-label on one-hot targets.
 """

@@ -4,7 +4,7 @@
 
 ``t`` is a class index (single-label) or a probability row; on multi-label data the multi-hot row is
 divided by its label count (``lossbench.targets``), the "valid probability distribution" that
-``tf.nn.softmax_cross_entropy_with_logits`` requires (seeds/000, 003).
+``tf.nn.softmax_cross_entropy_with_logits`` requires.
 Source: PyTorch ``nn.CrossEntropyLoss`` (index and probability targets, ``label_smoothing``).
 Head: softmax. Tasks: both. One value per sample.
 """

@@ -1,4 +1,4 @@
-"""Partition x softmax factorisation, from the Cross Validated answer in seeds/000.
+"""Partition x softmax factorisation, from an answer in the Cross Validated thread.
 
 The multi-hot target is factorised as ``y_c = Z * P(c)``: ``Z`` the label count (partition
 function), ``P`` a distribution over classes. The partition head gives ``q = softmax(x_{1..C})`` and

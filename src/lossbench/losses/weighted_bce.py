@@ -4,7 +4,7 @@
             = (1 - y) * x + (1 + (w - 1) * y) * (log(1 + exp(-|x|)) + max(-x, 0))
 
 ``w`` (``pos_weight``, a number > 0 or one per class) multiplies the positive term only: w > 1 buys
-recall with precision. Source: TensorFlow ``tf.nn.weighted_cross_entropy_with_logits`` (seeds/003);
+recall with precision. Source: TensorFlow ``tf.nn.weighted_cross_entropy_with_logits``;
 the second line is its documented stable form, computed here term by term. The same function as
 PyTorch ``BCEWithLogitsLoss(pos_weight=w)``; with ``w = 1`` it is ``bce_with_logits``.
 Head: sigmoid. Tasks: multi-label, and single-label on one-hot targets.
