@@ -7,7 +7,7 @@ ARGS   ?=
 # the shared datasets folder beside the checkout (MNIST/raw, FashionMNIST/raw), used by tests
 export LOSSBENCH_DATA ?= $(abspath ../shared/datasets)
 
-.PHONY: install train test test-fast lint format clean
+.PHONY: install train test test-fast lint format docs clean
 
 install: $(STAMP)
 
@@ -31,8 +31,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests scripts
 
+docs: $(STAMP)  ## the documentation site -> site/ (strict: a broken link or reference fails the build)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 clean:
-	rm -rf runs outputs multirun .pytest_cache
+	rm -rf runs outputs multirun .pytest_cache site
 
 # the newest sweep unless SWEEP=<dir> is given (several: SWEEP="a b" ARGS="--out DIR")
 SWEEP ?= $(lastword $(sort $(wildcard runs/multirun/*)))

@@ -54,6 +54,19 @@ def _summary(doc: str) -> str:
     return text.rstrip(".").replace("``", "`")
 
 
+def _docstring_markdown(doc: str) -> str:
+    """A module docstring as Markdown: indented blocks stay code; a lone ``*`` (multiplication) in the
+    prose is escaped so that it does not turn the text between two of them into emphasis."""
+    lines = []
+    for line in doc.strip().splitlines():
+        if not line.startswith("    "):
+            parts = re.split(r"(``.*?``|`[^`]*`)", line)
+            line = "".join(part if part.startswith("`") else re.sub(r"(?<=\s)\*(?=\s)", r"\\*", part)
+                           for part in parts)
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def _parameters(cls: type) -> str:
     params = [p for name, p in inspect.signature(cls.__init__).parameters.items()
               if name not in ("self", "reduction", "head")]
@@ -80,7 +93,7 @@ def losses_markdown() -> str:
                     f"{_parameters(cls).replace('|', '&#124;')} |")
         module = inspect.getmodule(cls).__name__
         sections.append(f"### {name}\n\nclass `{cls.__name__}` in [`{module}`][{module}] · "
-                        f"`configs/loss/{name}.yaml`\n\n{doc.strip()}\n")
+                        f"`configs/loss/{name}.yaml`\n\n{_docstring_markdown(doc)}\n")
     return "\n".join(rows) + "\n\n" + "\n".join(sections)
 
 
@@ -191,7 +204,7 @@ def _value(value: Any) -> str:
     return "required" if value == "???" else f"`{_plain(value)}`"
 
 
-def _keys_table(path: Path, skip: tuple[str, ...] = ()) -> tuple[str, str]:
+def _keys_table(path: Path, group: str, skip: tuple[str, ...] = ()) -> tuple[str, str]:
     header, comments = yaml_comments(path)
     raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     raw.pop("defaults", None)
@@ -199,9 +212,47 @@ def _keys_table(path: Path, skip: tuple[str, ...] = ()) -> tuple[str, str]:
     for key, value in _flatten(raw):
         if key.startswith(skip):
             continue
-        rows.append(f"| `{key}` | {_value(value).replace('|', '&#124;')} | {_cell(comments.get(key, ''))} |")
+        meaning = _cell(comments[key]) if comments.get(key) else _note(group, path.stem, key)
+        rows.append(f"| `{key}` | {_value(value).replace('|', '&#124;')} | {meaning} |")
     table = "| key | default | meaning |\n|---|---|---|\n" + "\n".join(rows) if rows else ""
     return header, table
+
+
+# what a key means when its YAML file says nothing about it: (group, key), then ("*", key)
+KEY_NOTES = {
+    ("*", "name"): "the option's name; set by choosing the option",
+    ("*", "batch_size"): "examples per training batch",
+    ("*", "train_size"): "training examples used (null: all)",
+    ("*", "val_size"): "validation examples",
+    ("*", "test_size"): "test examples (null: all)",
+    ("", "seed"): "the run's seed: initial weights, batch order, dropout",
+    ("", "run_name"): "the run folder's name, and the W&B run name",
+    ("", "losses"): "with members: the losses trained side by side (one head), e.g. losses=[bce_with_logits,zlpr]",
+    ("loss", "reduction"): "mean, sum or sum_classes ([reductions](losses.md#reductions))",
+    ("optimizer", "lr"): "learning rate",
+    ("optimizer", "weight_decay"): "weight decay, as the torch optimizer defines it",
+    ("optimizer", "momentum"): "momentum",
+    ("head", "threshold"): "multi-label: a class is predicted when its probability exceeds this (the fixed rule)",
+    ("trainer", "accelerator"): "cpu, gpu or auto",
+    ("trainer", "devices"): "devices per node",
+    ("trainer", "precision"): "Lightning's precision: 32-true, 64-true, 16-mixed, bf16-mixed, ...",
+    ("noise", "seed"): "fixes the corruption apart from the run's seed: every strategy and seed sees the same labels",
+    ("noise", "rate"): "the share of training labels perturbed",
+}
+
+
+def _note(group: str, option: str, key: str) -> str:
+    """What to say about a key its YAML file leaves uncommented."""
+    for where in ((group, key), ("*", key)):
+        if where in KEY_NOTES:
+            return KEY_NOTES[where]
+    if group == "loss":
+        return f"see [`{option}`](losses.md#{option})"
+    if key.startswith("hydra.sweeper.params."):
+        return "the values a multirun (`-m`) sweeps"
+    if group == "experiment":
+        return "overrides the default (see its group)"
+    return ""
 
 
 def config_groups(config_dir: Path = CONFIG_DIR) -> list[str]:
@@ -211,14 +262,14 @@ def config_groups(config_dir: Path = CONFIG_DIR) -> list[str]:
 
 
 def config_reference_markdown(config_dir: Path = CONFIG_DIR) -> str:
-    header, table = _keys_table(config_dir / "train.yaml", skip=("hydra.",))
+    header, table = _keys_table(config_dir / "train.yaml", "", skip=("hydra.",))
     out = ["## Top-level keys (`train.yaml`)", "", header, "", table, ""]
     for group in config_groups(config_dir):
         out += [f"## `{group}=`", ""]
         if group in GROUPS:
             out += [f"Chooses {GROUPS[group].replace('``', '`')}.", ""]
         for path in sorted((config_dir / group).glob("*.yaml")):
-            header, table = _keys_table(path, skip=("reproduce.",))
+            header, table = _keys_table(path, group, skip=("reproduce.",))
             out += [f"### `{group}={path.stem}`", "", f"`configs/{group}/{path.name}`", ""]
             if header:
                 out += [header, ""]
