@@ -3,9 +3,10 @@
 Used as a MkDocs hook (``mkdocs.yml``: ``hooks: [src/lossbench/docs_gen.py]``): a page line that is exactly
 ``<!-- lossbench:NAME -->`` is replaced by the Markdown of ``NAME``:
 
-* ``losses`` -- one row per registered loss (``lossbench.losses.LOSSES``): its docstring's first sentence,
+* ``losses`` -- one row per registered loss (``lossbench.losses.LOSSES``): its docstring's first paragraph,
   heads (the first is the natural one), tasks, per-class or per-sample, and constructor parameters with
   their defaults; then each loss module's whole docstring;
+* ``api-losses`` -- a mkdocstrings block (``::: module``) per loss module;
 * ``config-reference`` -- every config group under the config tree, every option and key with its default
   and the comment written beside it in the YAML file;
 * ``include:PATH`` -- a file of the repository (e.g. ``CONTRIBUTING.md``) with its ``docs/`` links made
@@ -26,6 +27,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lossbench import losses
+from lossbench.config import TRAINER_KEYS_OWN
 from lossbench.paths import CONFIG_DIR
 
 PLACEHOLDER = re.compile(r"^<!-- lossbench:(?P<name>[\w:./-]+) -->$", re.MULTILINE)
@@ -33,15 +35,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 # group -> what it chooses; groups not listed here are still rendered (after these), without a sentence
 GROUPS = {
-    "data": "the dataset (``src/lossbench/data/``)",
-    "loss": "the loss (``src/lossbench/losses/``); each file also selects the loss's natural head",
-    "head": "how outputs become probabilities and decisions (``src/lossbench/heads.py``)",
-    "model": "the network (``src/lossbench/models.py``)",
-    "optimizer": "the torch optimizer; any of its constructor arguments can be set as ``optimizer.<arg>=``",
-    "scheduler": "the learning-rate schedule, stepped every optimizer step (``src/lossbench/module.py``)",
-    "noise": "label perturbations of the training split (``src/lossbench/noise.py``)",
-    "trainer": "``lightning.Trainer`` arguments, plus lossbench's own keys marked below",
-    "logger": "where metrics go besides ``metrics.csv`` (``src/lossbench/loggers.py``)",
+    "data": "the dataset (`src/lossbench/data/`)",
+    "loss": "the loss (`src/lossbench/losses/`); each file also selects the loss's natural head",
+    "head": "how outputs become probabilities and decisions (`src/lossbench/heads.py`)",
+    "model": "the network (`src/lossbench/models.py`)",
+    "optimizer": "the torch optimizer; any of its constructor arguments can be set as `optimizer.<arg>=`",
+    "scheduler": "the learning-rate schedule, stepped every optimizer step (`src/lossbench/module.py`)",
+    "noise": "label perturbations of the training split (`src/lossbench/noise.py`)",
+    "trainer": "the `lightning.Trainer` arguments; lossbench's own keys, not passed to the Trainer, are "
+               + ", ".join(f"`{key}`" for key in TRAINER_KEYS_OWN),
+    "logger": "where metrics go besides `metrics.csv` (`src/lossbench/loggers.py`)",
     "hydra/launcher": "how a multirun's jobs are launched",
     "experiment": "presets: overrides plus, for a multirun, the sweep they run",
 }
@@ -267,7 +270,7 @@ def config_reference_markdown(config_dir: Path = CONFIG_DIR) -> str:
     for group in config_groups(config_dir):
         out += [f"## `{group}=`", ""]
         if group in GROUPS:
-            out += [f"Chooses {GROUPS[group].replace('``', '`')}.", ""]
+            out += [f"Chooses {GROUPS[group]}.", ""]
         for path in sorted((config_dir / group).glob("*.yaml")):
             header, table = _keys_table(path, group, skip=("reproduce.",))
             out += [f"### `{group}={path.stem}`", "", f"`configs/{group}/{path.name}`", ""]
