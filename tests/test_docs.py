@@ -167,6 +167,21 @@ def test_readme_is_short_and_keeps_the_two_commands():
     assert image and (REPO / image.group(1)).is_file(), "the README shows one committed plot"
 
 
+def test_readme_what_exists_names_every_registered_part():
+    from lossbench import data
+    from lossbench.heads import HEADS
+    from lossbench.models import MODELS, OPTIMIZERS
+
+    section = README.read_text().split("## What exists", 1)[1].split("\n## ", 1)[0]
+    options = {group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+               for group in ("scheduler", "noise", "trainer", "logger")}
+    parts = {"loss": losses.available(), "data": data.available(), "head": list(HEADS),
+             "model": MODELS.names(), "optimizer": OPTIMIZERS.names(), **options}
+    for group, names in parts.items():
+        missing = [n for n in names if f"`{n}`" not in section and n != "none"]
+        assert missing == [], f"README's 'What exists' lacks {group}: {missing}"
+
+
 def test_readme_and_docs_pages_have_no_tracker_references():
     for path in [README, REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").rglob("*.md"))]:
         found = TRACKER_REFERENCE.search(path.read_text())
