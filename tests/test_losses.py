@@ -234,6 +234,7 @@ def test_every_registered_loss_has_a_float64_reference_case():
     covered = {case.split("-")[0] for case in [*CASES, *SINGLE_LABEL_CASES]}
     for name, test in REFERENCE_TESTS_ELSEWHERE.items():
         assert callable(globals().get(test)), test
+        assert f'get_loss("{name}"' in inspect.getsource(globals()[test]), f"{test} does not build loss={name}"
         covered.add(name)
     assert sorted(set(losses.available()) - covered) == []
 
