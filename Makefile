@@ -46,7 +46,7 @@ report: $(STAMP)  ## mean ± std table and plots of a sweep (lossbench/report.py
 
 .PHONY: stability
 stability: $(STAMP)  ## where each loss and its gradient turn inf/NaN in float32/16/bf16 -> reports/stability/
-	$(PY) scripts/stability.py $(ARGS)
+	$(PY) -m lossbench.stability $(ARGS)
 
 .PHONY: bench
 bench: $(STAMP)  ## performance on this machine (CPU, or the GPU when there is one) -> docs/benchmarks.md

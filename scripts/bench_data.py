@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-from lossbench.data.mnist import DATASETS, MNISTDataModule, carve_validation, prepare_raw
+from lossbench.data.mnist import MNIST_LIKE, MNISTDataModule, carve_validation, prepare_raw
 from lossbench.data.mnist_multi import MultiMNISTDataModule
 
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append((f"mnist_multi build: {sum(sizes.values()):,} canvases 56x56, 1-3 digits (incl. MNIST load)",
                      f"{build:.2f} s"))
 
-        norm = DATASETS["mnist"][1]
+        norm = MNIST_LIKE["mnist"][1]
         mean = torch.tensor(norm.mean, device=device).view(1, -1, 1, 1)
         std = torch.tensor(norm.std, device=device).view(1, -1, 1, 1)
 

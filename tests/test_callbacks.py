@@ -17,9 +17,9 @@ class RecordingBar(StepProgressBar):
         super().__init__(refresh_per_second=1)  # the count moves at most twice a second
         self.updates, self.shown_at_epoch_end = 0, []
 
-    def _move_counter(self) -> None:
+    def move_counter(self) -> None:
         self.updates += 1
-        super()._move_counter()
+        super().move_counter()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -40,4 +40,4 @@ def test_bar_moves_at_most_a_few_times_a_second_and_ends_each_epoch_complete(tmp
     batches_per_epoch = 4096 // 8
     assert bar.shown_at_epoch_end == [batches_per_epoch, batches_per_epoch]
     # twice a second at most, plus the end of each epoch; a counter moved every step would be 1,024 updates
-    assert bar.updates <= seconds / bar._count_every_s + 2 * 2 + 1 < 2 * batches_per_epoch, (bar.updates, seconds)
+    assert bar.updates <= seconds / bar.count_every_s + 2 * 2 + 1 < 2 * batches_per_epoch, (bar.updates, seconds)

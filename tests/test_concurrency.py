@@ -22,7 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from lossbench.engine import train
-from lossbench.locks import CheckpointInUse, Locks, _proc_stat, is_alive, lock_path, read_holder, this_process
+from lossbench.locks import CheckpointInUse, Locks, is_alive, lock_path, proc_stat, read_holder, this_process
 from lossbench.paths import CHECKPOINT, HYDRA_CONFIG, SUMMARY_FILE, unique_folder_name
 from lossbench.resume import find_checkpoint
 from lossbench.summary import read_summary
@@ -206,11 +206,11 @@ def test_which_holders_count_as_alive(tmp_path, monkeypatch):
     assert not is_alive(replace(me, boot_id="another-boot"))  # the host restarted since
     assert is_alive(replace(me, host=socket.gethostname() + "-elsewhere"))  # cannot be checked: live
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    holder = replace(me, pid=child.pid, started=_proc_stat(child.pid)[1])
+    holder = replace(me, pid=child.pid, started=proc_stat(child.pid)[1])
     assert is_alive(holder)
     child.kill()
     deadline = time.monotonic() + 10
-    while _proc_stat(child.pid)[0] != "Z" and time.monotonic() < deadline:
+    while proc_stat(child.pid)[0] != "Z" and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not is_alive(holder)  # a zombie: exited, not yet reaped
     child.wait()

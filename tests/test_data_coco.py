@@ -4,7 +4,6 @@ sample written by scripts/make_coco_sample.py trained end to end."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 
@@ -20,7 +19,7 @@ from lossbench.data.mnist_multi import compose_canvases
 from lossbench.engine import train
 from lossbench.errors import ConfigError, DataError
 
-from conftest import REPO, SHARED_DATA, TINY, compose_config, run_cli, trained_classes
+from conftest import SHARED_DATA, TINY, compose_config, run_cli, trained_classes
 
 GRAY = (torch.arange(16 * 12, dtype=torch.int64) % 251).to(torch.uint8).view(1, 16, 12)
 
@@ -205,9 +204,7 @@ def coco_sample(tmp_path_factory):
     """Run the script's ``main`` in this process (the imports are already paid for)."""
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.skip(f"MNIST IDX files not found under {SHARED_DATA}/MNIST/raw (set LOSSBENCH_DATA)")
-    spec = importlib.util.spec_from_file_location("make_coco_sample", REPO / "scripts" / "make_coco_sample.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from lossbench.data import coco_sample as script
     out = tmp_path_factory.mktemp("coco-sample")
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):

@@ -64,6 +64,9 @@ def installed(tmp_path_factory) -> Path:
     yamls = sorted(n for n in names if n.endswith(".yaml"))
     assert "lossbench/configs/train.yaml" in yamls
     assert len(yamls) == len(list(CONFIG_DIR.rglob("*.yaml")))  # the whole tree, not just the top file
+    sweeps = sorted(n for n in names if n.endswith(".yml"))  # the W&B sweep files
+    assert sweeps and sweeps == sorted(f"lossbench/configs/wandb_sweep/{p.name}"
+                                       for p in (CONFIG_DIR / "wandb_sweep").glob("*.yml"))
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     install = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",

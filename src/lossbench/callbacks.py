@@ -32,29 +32,30 @@ class StepProgressBar(RichProgressBar):
     def __init__(self, refresh_per_second: int = 4, metrics_every_s: float = 0.5) -> None:
         super().__init__(refresh_rate=refresh_per_second, leave=True)
         self.metrics_every_s = metrics_every_s
-        self._count_every_s = 0.5 / refresh_per_second  # twice per redraw: the shown count is never stale
+        self.count_every_s = 0.5 / refresh_per_second  # twice per redraw: the shown count is never stale
         self._metrics_at = self._count_at = 0.0
         self._batches_done = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self._batches_done = batch_idx + 1
         now = time.monotonic()
-        if now - self._count_at < self._count_every_s or self.is_disabled or self.progress is None:
+        if now - self._count_at < self.count_every_s or self.is_disabled or self.progress is None:
             return  # rich's update takes a lock and records a speed sample: not worth it every step
         self._count_at = now
-        self._move_counter()
+        self.move_counter()
         if now - self._metrics_at >= self.metrics_every_s:
             self._metrics_at = now
             self._update_metrics(trainer, pl_module)
 
-    def _move_counter(self) -> None:
+    def move_counter(self) -> None:
+        """Show the batches done so far (a subclass may count these calls)."""
         if self.train_progress_bar_id is None:
             self._initialize_train_progress_bar_id()
         self.progress.update(self.train_progress_bar_id, completed=self._batches_done)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not self.is_disabled and self.progress is not None:
-            self._move_counter()  # the last steps of the epoch, skipped above
+            self.move_counter()  # the last steps of the epoch, skipped above
         super().on_train_epoch_end(trainer, pl_module)
 
     def get_metrics(self, trainer, pl_module) -> dict[str, Any]:

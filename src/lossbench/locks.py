@@ -82,7 +82,7 @@ def _boot_id() -> str | None:
     return text.strip() if text else None
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
+def proc_stat(pid: int) -> tuple[str, int] | None:
     """(state, start time in clock ticks after boot) of a process, from ``/proc/<pid>/stat``."""
     text = _read(f"/proc/{pid}/stat")
     if not text:
@@ -97,7 +97,7 @@ def _slurm_restart() -> int:
 
 
 def this_process(run_dir: Path) -> Holder:
-    stat = _proc_stat(os.getpid())
+    stat = proc_stat(os.getpid())
     return Holder(pid=os.getpid(), host=socket.gethostname(), boot_id=_boot_id(),
                   started=stat[1] if stat else None, run_dir=str(run_dir),
                   since=datetime.now(timezone.utc).isoformat(timespec="seconds"), token=secrets.token_hex(8),
@@ -120,7 +120,7 @@ def is_alive(holder: Holder) -> bool:
         return False
     except PermissionError:
         pass  # it exists, as another user's process
-    stat = _proc_stat(holder.pid)
+    stat = proc_stat(holder.pid)
     if stat is None:
         return True  # no /proc here: kill(pid, 0) is all there is
     state, started = stat

@@ -131,20 +131,21 @@ def resolve_wandb_mode(requested: str) -> str:
 
 
 def wandb_group(cfg: DictConfig) -> str | None:
-    """``logger.group``, else the experiment preset's name, else ``sweep-<time>`` of a multirun, else none."""
+    """``logger.group``, else the experiment preset's name, else ``sweep-<time>`` of a Hydra multirun or
+    ``sweep-<id>`` of a run a W&B sweep agent started (``$WANDB_SWEEP_ID``), else none."""
     if cfg.logger.get("group"):
         return str(cfg.logger.group)
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if not HydraConfig.initialized():
-        return None
-    hydra_cfg = HydraConfig.get()
-    experiment = hydra_cfg.runtime.choices.get("experiment")
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    experiment = hydra_cfg.runtime.choices.get("experiment") if hydra_cfg is not None else None
     if experiment:
         return str(experiment)
-    if hydra_cfg.mode == RunMode.MULTIRUN:
+    if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN:
         return f"sweep-{Path(hydra_cfg.sweep.dir).name}"
+    if os.environ.get("WANDB_SWEEP_ID"):
+        return f"sweep-{os.environ['WANDB_SWEEP_ID']}"
     return None
 
 
@@ -179,6 +180,9 @@ def _wandb_logger_class():
             super().__init__(**kwargs)
             # Lightning always passes `anonymous`, which wandb 0.31 ignores with a warning
             self._wandb_init.pop("anonymous", None)
+            if os.environ.get("WANDB_SWEEP_ID"):  # a W&B sweep's run: the sweep decides (else a warning each run)
+                self._wandb_init.pop("project", None)
+                self._wandb_init.pop("entity", None)
 
         def log_hyperparams(self, params) -> None:
             # the module's hyper-parameters add what the config lacks (task, num_classes, ...), never override it

@@ -41,14 +41,15 @@ from omegaconf import DictConfig, OmegaConf
 from lossbench.errors import ConfigError, DataError
 from lossbench.locks import CheckpointInUse, Holder
 from lossbench.paths import CHECKPOINT, HYDRA_CONFIG, SUMMARY_FILE
-from lossbench.summary import read_summary, write_atomic
+from lossbench.summary import flatten, read_summary, write_atomic
 
 log = logging.getLogger("lossbench")
 
 FINISHED = ("completed", "diverged", "skipped")
 # keys that may differ between attempts of one run: they change what is shown, not what is trained
 MAY_DIFFER = ("resume", "print_config", "output_root", "trainer.progress_bar", "logger")
-_NOT_RUN_DIRS = {"checkpoints", ".hydra", "wandb", "lightning_logs"}
+# folders inside a run directory, never run directories themselves
+_NOT_RUN_DIRS = {CHECKPOINT.parent.name, HYDRA_CONFIG.parent.name, "wandb", "lightning_logs"}
 
 
 @dataclass
@@ -63,18 +64,10 @@ class Attempt:
         return self.status in FINISHED
 
 
-def flat_config(container: Any, prefix: str = "") -> dict[str, Any]:
+def flat_config(container: dict[str, Any]) -> dict[str, Any]:
     """``{"optimizer.lr": 0.001, ...}`` of a resolved config, without the keys in ``MAY_DIFFER``."""
-    flat: dict[str, Any] = {}
-    for key, value in container.items():
-        name = f"{prefix}{key}"
-        if any(name == k or name.startswith(k + ".") for k in MAY_DIFFER):
-            continue
-        if isinstance(value, dict):
-            flat.update(flat_config(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
+    return {k: v for k, v in flatten(container).items()
+            if not any(k == key or k.startswith(key + ".") for key in MAY_DIFFER)}
 
 
 def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:

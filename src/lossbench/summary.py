@@ -89,6 +89,18 @@ def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"loss": {"name": "x"}}`` -> ``{"loss.name": "x"}`` (a summary's or ``.hydra/config.yaml``'s
+    config; lists and other values as they are, an empty section gives no key)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
     if summary.get("status") not in STATUSES:
         raise ValueError(f"summary status must be one of {STATUSES}, got {summary.get('status')!r}")

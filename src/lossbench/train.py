@@ -15,45 +15,23 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lossbench import cli
 from lossbench.config import validate_values
+from lossbench.console import print_config_tree, print_results
 from lossbench.engine import checkpoint_to_resume, train
 from lossbench.errors import ConfigError, UserError
 from lossbench.locks import Locks
 from lossbench.paths import CHECKPOINT, CONFIG_DIR
-from lossbench.redaction import redact_secrets
 from lossbench.resume import UnreadableCheckpoint
 from lossbench.summary import failure_summary, write_summary
 
 log = logging.getLogger("lossbench")
-
-
-def print_results(summary: dict[str, Any], run_dir: Path) -> None:
-    from lightning.pytorch.utilities import rank_zero_only
-    from rich.console import Console
-    from rich.table import Table
-
-    if rank_zero_only.rank != 0:  # DDP: one table, from rank 0
-        return
-    console = Console()
-    table = Table(title=f"{summary['config']['run_name']} -- {summary['status']}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in summary["metrics"].items():
-        table.add_row(name, "nan" if value is None else f"{value:.4f}")
-    if summary["metrics"]:
-        console.print(table)
-    if summary.get("divergence"):
-        console.print(f"{summary['config']['run_name']} -- diverged: non-finite training loss "
-                      f"{summary['divergence']['loss']} at step {summary['divergence']['step']}; no test metrics")
-    console.print(f"run directory: {run_dir}")
 
 
 def is_multirun() -> bool:
@@ -84,7 +62,7 @@ def run(cfg: DictConfig) -> None:
     """The Hydra task: one job of a run or a sweep."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.get("print_config"):
-        print(OmegaConf.to_yaml(redact_secrets(OmegaConf.to_container(cfg, resolve=True))))
+        print_config_tree(cfg)
     locks = Locks(run_dir)
     try:
         validate_values(cfg)  # before looking for checkpoints or reading data

@@ -60,7 +60,7 @@ from lossbench.analysis.stats import (
 )
 from lossbench.errors import DataError, UserError
 from lossbench.paths import METRICS_FILE
-from lossbench.summary import find_summaries, read_summary, write_atomic, write_json_atomic
+from lossbench.summary import find_summaries, flatten, read_summary, write_atomic, write_json_atomic
 
 MAIN_METRICS = {
     "multilabel": ("test/f1_macro", "test/f1_micro", "test/map", "test/exact_match", "test/ece"),
@@ -96,7 +96,8 @@ class Run:
     def config(self) -> dict[str, Any]:
         """The flat config that defines the strategy (dotted keys, :data:`IGNORED` left out)."""
         flat = flatten(_resolved(self.summary.get("config", {})))
-        return {k: v for k, v in flat.items() if not _ignored(k)}
+        # lists as JSON text: a strategy's config is a dict key
+        return {k: json.dumps(v) if isinstance(v, list) else v for k, v in flat.items() if not _ignored(k)}
 
     def metric(self, name: str) -> float | None:
         value = self.summary.get("metrics", {}).get(name)
@@ -161,17 +162,6 @@ def load_runs(roots: Iterable[Path]) -> list[Run]:
     if not runs:
         raise DataError(f"no summary.json under {', '.join(map(str, roots))}; pass a sweep or run directory")
     return runs
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"loss": {"name": "x"}}`` -> ``{"loss.name": "x"}``; lists become JSON text (hashable)."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
-    return flat
 
 
 def _resolved(config: dict[str, Any]) -> dict[str, Any]:

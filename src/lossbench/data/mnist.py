@@ -33,7 +33,8 @@ FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3
 LISTING = ", ".join(f + ".gz" for f in FILES)
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049  # 0x00000803: uint8, 3 dims; 0x00000801: uint8, 1 dim
 IMAGE_SIZE = 28
-DATASETS = {
+# each MNIST-like dataset: its torchvision class (the raw folder name, the class names) and input normalisation
+MNIST_LIKE = {
     "mnist": (datasets.MNIST, Normalization(255.0, [0.1307], [0.3081])),
     "fashion_mnist": (datasets.FashionMNIST, Normalization(255.0, [0.2860], [0.3530])),
 }
@@ -70,7 +71,7 @@ def check_idx(path: Path, shown: Path | None = None) -> tuple[int, ...]:
 
 
 def _source_folder(name: str, root: Path) -> Path:
-    return Path(root) / DATASETS[name][0].__name__ / "raw"
+    return Path(root) / MNIST_LIKE[name][0].__name__ / "raw"
 
 
 def _decompress(packed: Path, out: Path) -> None:
@@ -135,7 +136,7 @@ def prepare_raw(name: str, root: Path, cache_dir: Path) -> Path:
 
 def load_split(name: str, root: Path, train: bool, download: bool, cache_dir: Path) -> Split:
     """One split as ``Split(x: (N, 1, 28, 28) uint8, y: (N,) int64)``, read by torchvision's class."""
-    cls = DATASETS[name][0]
+    cls = MNIST_LIKE[name][0]
     source = _source_folder(name, root)
     have_files = all((source / s).is_file() or (source / f"{s}.gz").is_file() for s in FILES)
     if download and not have_files:
@@ -180,8 +181,8 @@ class MNISTDataModule(TensorDataModule):
                  cache_dir: str | None = None, val_size: int = 5000, train_size: int | None = None,
                  test_size: int | None = None, **loader) -> None:
         super().__init__(**loader)
-        if name not in DATASETS:
-            raise ConfigError(f"data.name={name!r} is not an MNIST-like dataset; allowed: {', '.join(DATASETS)}")
+        if name not in MNIST_LIKE:
+            raise ConfigError(f"data.name={name!r} is not an MNIST-like dataset; allowed: {', '.join(MNIST_LIKE)}")
         check_size("val_size", val_size, allow_none=False)
         check_size("train_size", train_size)
         check_size("test_size", test_size)
@@ -189,8 +190,8 @@ class MNISTDataModule(TensorDataModule):
         self.root = Path(root) if root else default_cache_dir()
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "torchvision"
         self.val_size, self.train_size, self.test_size = val_size, train_size, test_size
-        self.normalization = DATASETS[name][1]
-        self.classes = list(DATASETS[name][0].classes)
+        self.normalization = MNIST_LIKE[name][1]
+        self.classes = list(MNIST_LIKE[name][0].classes)
 
     def load(self) -> dict[str, Split]:
         full = load_split(self.name, self.root, True, self.download, self.cache_dir)

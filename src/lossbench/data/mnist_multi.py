@@ -22,8 +22,8 @@ import torch
 
 from lossbench.data.base import Normalization, Split, TensorDataModule, register_data
 from lossbench.data.mnist import (
-    DATASETS,
     IMAGE_SIZE,
+    MNIST_LIKE,
     carve_validation,
     check_size,
     default_cache_dir,
@@ -152,7 +152,7 @@ class MultiMNISTDataModule(TensorDataModule):
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.val_digits, self.problem_seed = val_digits, problem_seed
         self.input_shape = (1, canvas_size, canvas_size)
-        self.classes = list(DATASETS["mnist"][0].classes)
+        self.classes = list(MNIST_LIKE["mnist"][0].classes)
 
     def load(self) -> dict[str, Split]:
         pools = digit_pools(self.root, self.download, self.cache_dir, self.val_digits)

@@ -16,13 +16,12 @@ from typing import Any
 from lossbench.analysis.reproduce.jobs import repeat_check, run_jobs
 from lossbench.analysis.reproduce.machine import cpu_seconds, machine
 from lossbench.analysis.reproduce.protocol import PRESETS, PROFILES, load_protocol
-from lossbench.analysis.reproduce.report import write_report
+from lossbench.analysis.reproduce.report import RESULTS_FILE, write_report
 from lossbench.analysis.reproduce.results import analyse, collect, ranks, test_sizes, validation_curves
 from lossbench.analysis.reproduce.tuning import choose_rates, seed_jobs, tuning_jobs
 from lossbench.errors import ConfigError, DataError, UserError
+from lossbench.paths import SUMMARY_FILE
 from lossbench.summary import git_commit, read_summary
-
-RESULTS = "results.json"
 
 
 def reproduce(preset: str, out: Path, runs: Path, device: str = "auto", n_jobs: int | None = None,
@@ -64,7 +63,7 @@ def reproduce(preset: str, out: Path, runs: Path, device: str = "auto", n_jobs: 
             f" --profile {protocol.profile}" if protocol.profile != "full" else ""),
         "machine": machine(device), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "git_commit": start_commit or next(
-            (read_summary(runs / j.key).get("git_commit") for j in jobs if (runs / j.key / "summary.json").exists()),
+            (read_summary(runs / j.key).get("git_commit") for j in jobs if (runs / j.key / SUMMARY_FILE).exists()),
             None),
         "trained_now": trained, "wall_time_s": None, "missing": protocol.missing,
         "members": not separate,
@@ -94,7 +93,7 @@ def reanalyse(folder: Path, out: Path | None = None, command: str | None = None)
     as trained) with this checkout's :mod:`lossbench.analysis.stats`, and rewrite the report (into
     ``out``, default the same folder). Nothing is trained; the run context (command, machine, wall time) is
     kept, and the report says it was recomputed."""
-    path = Path(folder) / RESULTS
+    path = Path(folder) / RESULTS_FILE
     if not path.is_file():
         raise DataError(f"{path} does not exist; pass a report folder written by the reproduction")
     try:

@@ -16,6 +16,10 @@ from lossbench.analysis.reproduce.protocol import Protocol
 from lossbench.analysis.stats import ALPHA, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, EXACT_MAX_N, POWER, mean_std
 from lossbench.summary import write_atomic, write_json_atomic
 
+# the files of a reproduction report folder besides its Markdown and plots (--reanalyse reads RESULTS_FILE)
+RESULTS_FILE = "results.json"
+RUNS_FILE = "runs.csv"
+
 # metric -> (column title, display scale, decimals); differences use the same scale
 METRICS = {
     "test/acc": ("acc %", 100, 2),
@@ -434,7 +438,7 @@ def context_lines(protocol: Protocol, rows: list[dict], chosen: dict, context: d
 def write_report(protocol: Protocol, rows: list[dict], chosen: dict, results: list[dict],
                  ranks: dict[str, Any] | None, out: Path, context: dict[str, Any], alpha: float = ALPHA) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "runs.csv", lambda tmp: Path(tmp).write_text(runs_csv(rows)))
+    write_atomic(out / RUNS_FILE, lambda tmp: Path(tmp).write_text(runs_csv(rows)))
     tuning = [{"dataset": k[0], "model": k[1], **({"setting": k[2]} if k[2] else {}), "overrides": list(k[3][0]),
                "optimizer": k[3][1], "chosen_lr": v["lr"],
                "scores": {fmt_lr(lr): (None if math.isinf(s) else s) for lr, s in v["scores"].items()}}
@@ -443,7 +447,7 @@ def write_report(protocol: Protocol, rows: list[dict], chosen: dict, results: li
                else r["detectable"]} for r in results]
     from lossbench.analysis.reproduce.results import goal_checks
 
-    write_json_atomic(out / "results.json", {**context, "alpha": alpha, "power": POWER, "tuning": tuning,
+    write_json_atomic(out / RESULTS_FILE, {**context, "alpha": alpha, "power": POWER, "tuning": tuning,
                                              "comparisons": serial, "ranks": ranks, "runs": rows,
                                              "goals": goal_checks(protocol, rows)})
     pictures = write_plots(protocol, rows, results, ranks, out)
