@@ -22,6 +22,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from lossbench.analysis.reproduce.interrupt import run_task, start_worker, stop_workers
 from lossbench.analysis.reproduce.protocol import Protocol, Strategy
 from lossbench.errors import UserError
 from lossbench.paths import CONFIG_DIR, SUMMARY_FILE
@@ -158,10 +159,15 @@ def train_jobs(jobs: list[Job], protocol: Protocol, runs: Path, device: str, n_j
         for fn, args, group in tasks:
             record(group, fn(*args))
         return statuses
-    with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(fn, *args): group for fn, args, group in tasks}
-        for future in as_completed(futures):
-            record(futures[future], future.result())
+    with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"), initializer=start_worker) as pool:
+        try:
+            futures = {pool.submit(run_task, fn, *args): group for fn, args, group in tasks}
+            for future in as_completed(futures):
+                record(futures[future], future.result())
+        except BaseException:  # a stop signal, a user error, a crash: no worker trains on without us
+            pool.shutdown(wait=False, cancel_futures=True)
+            stop_workers()
+            raise
     return statuses
 
 
@@ -180,10 +186,17 @@ def run_jobs(jobs: list[Job], protocol: Protocol, runs: Path, device: str, n_job
     for job in todo:  # a half-written run from a killed reproduction starts over
         shutil.rmtree(runs / job.key, ignore_errors=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task(f"{title}: {len({j.key for j in jobs}) - len(todo)} done before", total=len(todo))
-        train_jobs(todo, protocol, runs, device, n_jobs, data_root, threads,
-                   lambda k: progress.advance(task, k), separate=separate)
+    try:
+        with Progress(*columns, transient=False) as progress:
+            task = progress.add_task(f"{title}: {len({j.key for j in jobs}) - len(todo)} done before",
+                                     total=len(todo))
+            train_jobs(todo, protocol, runs, device, n_jobs, data_root, threads,
+                       lambda k: progress.advance(task, k), separate=separate)
+    except BaseException:  # stopped: finished runs stay, unfinished ones leave nothing behind
+        for job in todo:
+            if not is_done(runs / job.key):
+                shutil.rmtree(runs / job.key, ignore_errors=True)
+        raise
     return len(todo)
 
 
