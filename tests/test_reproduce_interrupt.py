@@ -1,6 +1,8 @@
 """A reproduction stopped by SIGTERM (``--profile quick``, two worker processes): every worker gone within
 seconds, the finished runs kept byte for byte, nothing half written, one line and exit code 128 + 15; the
-same command then continues and ends with the numbers of a reproduction never stopped."""
+same command then continues and ends with the numbers of a reproduction never stopped. And in seconds, with
+tasks that only sleep: each stop signal stops the pool (workers and the processes they started), and one
+ignored by ``nohup`` stays ignored."""
 
 from __future__ import annotations
 
@@ -66,6 +68,72 @@ def pool_workers(pid: int) -> list[int]:
         except psutil.NoSuchProcess:
             pass
     return found
+
+
+SLEEPERS = """
+import os, subprocess, sys, time
+
+from lossbench.analysis.reproduce.interrupt import Interrupted, in_workers, stop_signals_raise
+
+
+def sleep(log):  # a worker that started a process of its own, as a data loader does
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with open(log, "a") as f:
+        f.write(f"{os.getpid()} {child.pid}\\n")
+    time.sleep(600)
+
+
+if __name__ == "__main__":
+    try:
+        with stop_signals_raise():
+            for _ in in_workers([(sleep, (sys.argv[1],))] * 2, 2):
+                pass
+    except Interrupted as stop:
+        sys.exit(stop.exit_code)
+"""
+
+
+def start_sleepers(tmp_path, **popen) -> tuple[subprocess.Popen, list[int]]:
+    """The script above, once both workers and their children run; (process, worker and child pids)."""
+    (tmp_path / "sleepers.py").write_text(SLEEPERS)
+    log = tmp_path / "pids.txt"
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "sleepers.py"), str(log)], **popen)
+    deadline = time.monotonic() + 120
+    while not (log.exists() and len(log.read_text().splitlines()) == 2):
+        assert proc.poll() is None and time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.1)
+    return proc, [int(pid) for line in log.read_text().splitlines() for pid in line.split()]
+
+
+@pytest.mark.slow  # three processes importing lossbench: seconds each
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_each_stop_signal_stops_every_worker_and_what_it_started(signum, tmp_path):
+    proc, pids = start_sleepers(tmp_path)
+    try:
+        start = time.monotonic()
+        proc.send_signal(signum)
+        assert proc.wait(timeout=60) == 128 + signum
+        assert time.monotonic() - start < WORKERS_GONE_S
+        assert not [pid for pid in pids if alive(pid)]
+    finally:
+        for pid in [proc.pid, *pids]:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_sighup_ignored_by_nohup_stays_ignored(tmp_path):
+    proc, pids = start_sleepers(tmp_path, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert proc.poll() is None and all(alive(pid) for pid in pids)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        for pid in [proc.pid, *pids]:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow

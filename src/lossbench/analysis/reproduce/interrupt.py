@@ -8,8 +8,9 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
-from multiprocessing import active_children
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import active_children, get_context
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -99,3 +100,17 @@ def stop_workers(grace_s: float = GRACE_S) -> int:
             os.killpg(worker.pid, signal.SIGKILL)
         worker.join(1.0)
     return len(workers)
+
+
+def in_workers(calls: Iterable[tuple[Callable[..., Any], tuple]], n_jobs: int) -> Iterator[tuple[int, Any]]:
+    """``(i, fn(*args))`` for the ``i``-th call, as each finishes, from ``n_jobs`` spawned workers. Leaving
+    early -- a stop signal, a task's error, the caller stopping the iteration -- stops every worker first."""
+    with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"), initializer=start_worker) as pool:
+        try:
+            futures = {pool.submit(run_task, fn, *args): i for i, (fn, args) in enumerate(calls)}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:  # no worker trains on without us
+            pool.shutdown(wait=False, cancel_futures=True)
+            stop_workers()
+            raise

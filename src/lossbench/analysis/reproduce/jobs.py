@@ -14,15 +14,13 @@ import os
 import shutil
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from lossbench.analysis.reproduce.interrupt import run_task, start_worker, stop_workers
+from lossbench.analysis.reproduce.interrupt import in_workers
 from lossbench.analysis.reproduce.protocol import Protocol, Strategy
 from lossbench.errors import UserError
 from lossbench.paths import CONFIG_DIR, SUMMARY_FILE
@@ -159,15 +157,8 @@ def train_jobs(jobs: list[Job], protocol: Protocol, runs: Path, device: str, n_j
         for fn, args, group in tasks:
             record(group, fn(*args))
         return statuses
-    with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"), initializer=start_worker) as pool:
-        try:
-            futures = {pool.submit(run_task, fn, *args): group for fn, args, group in tasks}
-            for future in as_completed(futures):
-                record(futures[future], future.result())
-        except BaseException:  # a stop signal, a user error, a crash: no worker trains on without us
-            pool.shutdown(wait=False, cancel_futures=True)
-            stop_workers()
-            raise
+    for i, result in in_workers([(fn, args) for fn, args, _ in tasks], n_jobs):
+        record(tasks[i][2], result)
     return statuses
 
 
