@@ -9,6 +9,7 @@ runs in the last digits; the same command gives the same numbers either way (``-
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -157,8 +158,10 @@ def train_jobs(jobs: list[Job], protocol: Protocol, runs: Path, device: str, n_j
         for fn, args, group in tasks:
             record(group, fn(*args))
         return statuses
-    for i, result in in_workers([(fn, args) for fn, args, _ in tasks], n_jobs):
-        record(tasks[i][2], result)
+    # closed on the way out: a signal arriving here, not inside the pool, also stops the workers
+    with contextlib.closing(in_workers([(fn, args) for fn, args, _ in tasks], n_jobs)) as results:
+        for i, result in results:
+            record(tasks[i][2], result)
     return statuses
 
 
