@@ -106,7 +106,7 @@ def start_sleepers(tmp_path, **popen) -> tuple[subprocess.Popen, list[int]]:
 
 
 @pytest.mark.slow  # three processes importing lossbench: seconds each
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_each_stop_signal_stops_every_worker_and_what_it_started(signum, tmp_path):
     proc, pids = start_sleepers(tmp_path)
     try:
