@@ -93,11 +93,17 @@ if __name__ == "__main__":
 """
 
 
-def start_sleepers(tmp_path, **popen) -> tuple[subprocess.Popen, list[int]]:
-    """The script above, once both workers and their children run; (process, worker and child pids)."""
+def start_sleepers(tmp_path, ignored: tuple = ()) -> tuple[subprocess.Popen, list[int]]:
+    """The script above, once both workers and their children run; (process, worker and child pids). It
+    starts with the ``ignored`` signals ignored and the others at their defaults (pytest itself may run in
+    the background, where a shell has it ignore SIGINT)."""
+    def dispositions():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
+
     (tmp_path / "sleepers.py").write_text(SLEEPERS)
     log = tmp_path / "pids.txt"
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "sleepers.py"), str(log)], **popen)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "sleepers.py"), str(log)], preexec_fn=dispositions)
     deadline = time.monotonic() + 120
     while not (log.exists() and len(log.read_text().splitlines()) == 2):
         assert proc.poll() is None and time.monotonic() < deadline, "the workers did not start"
@@ -123,7 +129,7 @@ def test_each_stop_signal_stops_every_worker_and_what_it_started(signum, tmp_pat
 
 @pytest.mark.slow
 def test_a_sighup_ignored_by_nohup_stays_ignored(tmp_path):
-    proc, pids = start_sleepers(tmp_path, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    proc, pids = start_sleepers(tmp_path, ignored=(signal.SIGHUP,))
     try:
         proc.send_signal(signal.SIGHUP)
         time.sleep(1)
