@@ -24,7 +24,7 @@ from torchvision.io import write_jpeg
 
 from lossbench import train as train_module
 from lossbench.cli import error_line
-from lossbench.config import _RANGES, validate_values
+from lossbench.config import RANGES, validate_values
 from lossbench.engine import checkpoint_to_resume, train
 from lossbench.errors import ConfigError, UserError
 from lossbench.paths import CONFIG_DIR as CONFIG_PATH
@@ -229,11 +229,11 @@ def cli_steps(overrides: list[str], run_dir) -> str:
 
 
 def test_every_validated_key_and_every_group_has_a_case():
-    """The table covers what lossbench validates: each key of config._RANGES (and model.hidden and
+    """The table covers what lossbench validates: each key of config.RANGES (and model.hidden and
     data.multilabel, checked per model / dataset) has a case with a bad value, each config group a case with
     an unknown name."""
     overridden = {o.split("=", 1)[0].lstrip("+") for overrides, _ in CASES.values() for o in overrides}
-    keys = {key for key, _, _ in _RANGES} | {"model.hidden", "data.multilabel"}
+    keys = {key for key, _, _ in RANGES} | {"model.hidden", "data.multilabel"}
     assert keys - overridden == set()
     unknown_names = {o.split("=", 1)[0] for overrides, expected in CASES.values() for o in overrides
                      if "is unknown; available" in expected and expected.startswith(o.split("=", 1)[0] + "=")}

@@ -16,6 +16,7 @@ from lossbench.analysis.reproduce.jobs import job_overrides
 from lossbench.analysis.reproduce.protocol import load_protocol
 from lossbench.analysis.reproduce.tuning import seed_jobs
 from lossbench.paths import CONFIG_DIR
+from lossbench.summary import read_summary
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 COMMITTED = ("reproduce_mnist", "reproduce_mnist_cpu", "reproduce_multilabel", "reproduce_multilabel_cpu")
@@ -37,8 +38,11 @@ def holm_by_hand(pvalues: list[float]) -> list[float]:
 
 
 def check_verdicts_follow_from_p_values(results: dict) -> list[str]:
-    """Every verdict of a results.json re-derived from its raw p-values and test directions; returns them."""
+    """Every verdict of a results.json re-derived from its raw p-values and test directions; returns them.
+    A comparison without a verdict must say why it was skipped."""
     alpha = results["alpha"]
+    for c in results["comparisons"]:
+        assert ("verdict" in c) != bool(c.get("skipped")), c
     done = [c for c in results["comparisons"] if "verdict" in c]
     assert done, "no comparison was made"
     assert {c["family_size"] for c in done} == {len(done)}  # one family: every comparison of the report
@@ -96,19 +100,23 @@ def test_quick_mnist_reproduction_reports_resumes_and_repeats_exactly(mnist_root
     assert len(rows) == 6 and {r["strategy"] for r in rows} == {"ce_tuned", "bce_tuned", "bce_sum_classes"}
     for r in rows:  # the test set the reproduction sized (512) is the one each run evaluated
         assert r["test_size"] == "512" and float(r["test/samples"]) == 512
-        assert 0 <= int(r["test/errors"]) <= 512
+        correct = read_summary(runs / r["run"])["metrics"]["test/acc"] * 512  # the run's own accuracy
+        assert correct == pytest.approx(round(correct), abs=1e-6)  # a whole number of the 512 samples
+        assert int(r["test/errors"]) < 0.9 * 512  # better than guessing one of 10 digits
 
     results = json.loads((out / "results.json").read_text())
     verdicts = check_verdicts_follow_from_p_values(results)
     check_report_structure(out, results)
-    assert verdicts == ["no significant difference at n=2"] * len(verdicts)  # 2 seeds: Wilcoxon p >= 2/4
+    assert len(verdicts) == len(results["comparisons"]) == 1  # none skipped
+    assert verdicts == ["no significant difference at n=2"]  # 2 seeds: Wilcoxon p >= 2/4
     tuned = next(c for c in results["comparisons"] if (c["a"], c["b"]) == ("ce_tuned", "bce_tuned"))
     assert tuned["on"] == "integer counts (× 1/512)" and tuned["detectable"] is None  # n=2 can never decide
-    errors = {s: [int(r["test/errors"]) for r in sorted(rows, key=lambda r: int(r["seed"])) if r["strategy"] == s]
-              for s in ("ce_tuned", "bce_tuned")}
-    # CE - BCE in accuracy is BCE's errors minus CE's, out of 512
+    # tested on error counts, reported back as CE's accuracy minus BCE's: the runs' own accuracies, seed by seed
+    acc = {s: [read_summary(runs / r["run"])["metrics"]["test/acc"]
+               for r in sorted(rows, key=lambda r: int(r["seed"])) if r["strategy"] == s]
+           for s in ("ce_tuned", "bce_tuned")}
     assert tuned["test"]["mean_diff"] == pytest.approx(
-        sum(b - a for a, b in zip(errors["ce_tuned"], errors["bce_tuned"], strict=True)) / 2 / 512)
+        sum(a - b for a, b in zip(acc["ce_tuned"], acc["bce_tuned"], strict=True)) / 2, abs=1e-9)
 
     # a killed reproduction continues: only the run without a summary is trained, to the same numbers
     victim = runs / rows[0]["run"] / "summary.json"
@@ -126,8 +134,10 @@ def test_quick_multilabel_reproduction_compares_label_counts(tmp_path):
     assert all(r["status"] == "completed" for r in rows)
     assert all(float(r["test/true_count"]) > 0 for r in rows)
     results = json.loads((tmp_path / "report" / "results.json").read_text())
-    check_verdicts_follow_from_p_values(results)
+    verdicts = check_verdicts_follow_from_p_values(results)
     check_report_structure(tmp_path / "report", results)
+    assert len(verdicts) == len(results["comparisons"]) > 0  # none skipped
+    assert verdicts == ["no significant difference at n=2"] * len(verdicts)  # 2 seeds: Wilcoxon p >= 2/4
     claims = {(c["a"], c["b"], c["metric"]): c for c in result["results"]}
     count = claims[("abs_kl+adam", "bce_with_logits+adam", "test/pred_count")]
     assert count["claim"] == "less" and count["on"] == "integer counts (× 1/256)"
@@ -151,8 +161,10 @@ def test_quick_converged_protocol_tunes_with_equal_budgets_and_trains_seeds_as_m
     # every tuned strategy was tuned on exactly the same trials
     assert [sorted(c["scores"]) for c in result["chosen"].values()] == [trials, trials]
     results = json.loads((out / "results.json").read_text())
-    check_verdicts_follow_from_p_values(results)
+    verdicts = check_verdicts_follow_from_p_values(results)
     check_report_structure(out, results)
+    assert len(verdicts) == len(results["comparisons"]) > 0  # none skipped
+    assert verdicts == ["no significant difference at n=3"] * len(verdicts)  # 3 seeds: Wilcoxon p >= 2/8
     text = (out / "report.md").read_text()
     assert "Expected best val acc % for a budget of n tuning trials" in text
     assert "each setting's seeds trained together as members" in text
@@ -166,9 +178,14 @@ def test_quick_converged_protocol_tunes_with_equal_budgets_and_trains_seeds_as_m
     # the validation curves of each run are in results.json (one point per epoch)
     curves = results["curves"]["mnist/mlp"]
     assert {len(run) for runs_ in curves.values() for run in runs_} == {2}
+    # the goal (50 %) against the best strategy's mean accuracy, from the runs' own summaries
+    means = {s: sum(read_summary(runs / r["run"])["metrics"]["test/acc"] for r in rows if r["strategy"] == s) / 3
+             for s in {r["strategy"] for r in rows}}
+    best = max(means, key=means.get)
     [goal] = results["goals"]
-    assert goal["setting"] == "mnist/mlp" and goal["met"] == (goal["mean"] >= 0.5)
-    assert f"goal ≥ 50.0 %: {'reached' if goal['met'] else '**not reached**'}" in text
+    assert (goal["setting"], goal["strategy"]) == ("mnist/mlp", best)
+    assert goal["mean"] == pytest.approx(means[best], abs=1e-9) and means[best] > 0.5
+    assert goal["met"] is True and "goal ≥ 50.0 %: reached" in text
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ again, and ends with exactly the metrics of an uninterrupted run (CPU). Plus whi
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import pickle
@@ -23,7 +24,7 @@ from lossbench.engine import train
 from lossbench.errors import ConfigError, DataError
 from lossbench.loggers import build_loggers
 from lossbench.resume import atomic_checkpoint_io, checkpoint_info, find_checkpoint
-from lossbench.summary import read_summary, write_json_atomic
+from lossbench.summary import read_summary, write_atomic, write_json_atomic
 
 from conftest import TINY, TINY_SYNTHETIC, compose_config, run_cli
 
@@ -194,7 +195,15 @@ def test_a_corrupt_checkpoint_found_by_auto_is_one_line_with_the_command_that_st
 def test_a_summary_write_that_fails_midway_leaves_the_old_file_whole(tmp_path):
     path = tmp_path / "summary.json"
     write_json_atomic(path, {"status": "completed", "metrics": {"test/acc": 0.9}})
-    with pytest.raises(TypeError):  # serialisation fails after part of the JSON was written
+
+    def half_then_full_disk(tmp):
+        tmp.write_text('{"status": "comp')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    # the error names the summary, not the temporary file the half was written to
+    with pytest.raises(OSError, match=rf"^\[Errno {errno.ENOSPC}\] No space left on device: '{re.escape(str(path))}'$"):
+        write_atomic(path, half_then_full_disk)
+    with pytest.raises(TypeError, match="^not JSON serialisable: object$"):  # nothing written: refused whole
         write_json_atomic(path, {"status": "completed", "metrics": {"test/acc": object()}})
     assert json.loads(path.read_text()) == {"status": "completed", "metrics": {"test/acc": 0.9}}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left behind

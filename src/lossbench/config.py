@@ -50,7 +50,7 @@ TRAINING_REDUCTIONS = tuple(r for r in losses.REDUCTIONS if r != "none")
 
 
 # (key, test, what is allowed) -- checked only where the key is present
-_RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
+RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("seed", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("optimizer.lr", lambda v: _is_num(v) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: _is_num(v) and v >= 0, "a number >= 0"),
@@ -158,7 +158,7 @@ def validate_names(cfg: DictConfig) -> None:
 def validate_values(cfg: DictConfig) -> None:
     """Everything that does not need the data: names, ranges, keys passed to Lightning and torch."""
     validate_names(cfg)
-    for key, ok, allowed in _RANGES:
+    for key, ok, allowed in RANGES:
         value = OmegaConf.select(cfg, key, default="<absent>")
         if not (isinstance(value, str) and value == "<absent>") and not ok(value):
             shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value

@@ -20,7 +20,8 @@ the steps on its own. Steps:
 4. **report** (:mod:`.report`) -- Markdown, CSV, JSON and PNG plots.
 
 Each run is an ordinary run directory with ``summary.json`` under ``--runs``; a run whose summary exists is
-not trained again, so a killed reproduction continues where it stopped. ``--reanalyse REPORT_DIR``
+not trained again, so a killed reproduction continues where it stopped; SIGINT, SIGTERM and SIGHUP stop its
+workers and remove the unfinished runs first (:mod:`.interrupt`). ``--reanalyse REPORT_DIR``
 recomputes a committed report's statistics from its ``results.json`` without training.
 """
 

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lossbench.analysis.reproduce.interrupt import Interrupted, stop_signals_raise
 from lossbench.analysis.reproduce.jobs import repeat_check, run_jobs
 from lossbench.analysis.reproduce.machine import cpu_seconds, machine
 from lossbench.analysis.reproduce.protocol import PRESETS, PROFILES, load_protocol
@@ -147,32 +148,45 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = "python scripts/reproduce.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
     try:
-        if args.reanalyse is not None:
-            if args.preset or args.profile or args.quick:
-                raise UserError("--reanalyse takes the preset and profile from the report's results.json; "
-                                "give no preset or --profile")
-            result = reanalyse(args.reanalyse, args.out, command)
-        else:
-            if args.preset is None:
-                raise UserError("give a preset (mnist or multilabel) or --reanalyse REPORT_DIR")
-            if args.quick and args.profile not in (None, "quick"):
-                raise UserError(f"--quick contradicts --profile {args.profile}; give one of them")
-            if args.jobs is not None and args.jobs < 1:
-                raise ConfigError(f"--jobs={args.jobs} is invalid; allowed: an integer >= 1")
-            profile = "quick" if args.quick else args.profile or "full"
-            suffix = f"reproduce_{args.preset}" + ("" if profile == "full" else f"_{profile}")
-            out = args.out or (Path("runs") / suffix / "report" if profile == "quick" else Path("reports") / suffix)
-            runs = args.runs or Path("runs") / suffix
-            result = reproduce(args.preset, out, runs, args.device, args.jobs, False, args.data_root,
-                               args.repeat_check, command, profile, args.commit, args.separate)
+        with stop_signals_raise():
+            result = run_command(args, command)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:  # by now the workers are stopped and unfinished runs removed (jobs.py)
+        where = "" if args.reanalyse is not None else f" under {paths(args)[1]}; the same command continues"
+        print(f"stopped by {stop}: every finished run is kept{where}", file=sys.stderr)
+        return stop.exit_code
     for r in result["results"]:
         block = "/".join(x for x in (r["dataset"], r["model"], r.get("setting")) if x)
         print(f"{block}: {r['label']}: {r.get('verdict', 'not run')}")
     print(f"report: {result['report']}")
     return 0
+
+
+def paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The report folder and the run folder of a reproduction's arguments."""
+    profile = "quick" if args.quick else args.profile or "full"
+    suffix = f"reproduce_{args.preset}" + ("" if profile == "full" else f"_{profile}")
+    out = args.out or (Path("runs") / suffix / "report" if profile == "quick" else Path("reports") / suffix)
+    return out, args.runs or Path("runs") / suffix
+
+
+def run_command(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    if args.reanalyse is not None:
+        if args.preset or args.profile or args.quick:
+            raise UserError("--reanalyse takes the preset and profile from the report's results.json; "
+                            "give no preset or --profile")
+        return reanalyse(args.reanalyse, args.out, command)
+    if args.preset is None:
+        raise UserError("give a preset (mnist or multilabel) or --reanalyse REPORT_DIR")
+    if args.quick and args.profile not in (None, "quick"):
+        raise UserError(f"--quick contradicts --profile {args.profile}; give one of them")
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs={args.jobs} is invalid; allowed: an integer >= 1")
+    out, runs = paths(args)
+    return reproduce(args.preset, out, runs, args.device, args.jobs, False, args.data_root, args.repeat_check,
+                     command, "quick" if args.quick else args.profile or "full", args.commit, args.separate)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,19 @@ runs in the last digits; the same command gives the same numbers either way (``-
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from lossbench.analysis.reproduce.interrupt import in_workers
 from lossbench.analysis.reproduce.protocol import Protocol, Strategy
 from lossbench.errors import UserError
 from lossbench.paths import CONFIG_DIR, SUMMARY_FILE
@@ -158,10 +158,10 @@ def train_jobs(jobs: list[Job], protocol: Protocol, runs: Path, device: str, n_j
         for fn, args, group in tasks:
             record(group, fn(*args))
         return statuses
-    with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(fn, *args): group for fn, args, group in tasks}
-        for future in as_completed(futures):
-            record(futures[future], future.result())
+    # closed on the way out: a signal arriving here, not inside the pool, also stops the workers
+    with contextlib.closing(in_workers([(fn, args) for fn, args, _ in tasks], n_jobs)) as results:
+        for i, result in results:
+            record(tasks[i][2], result)
     return statuses
 
 
@@ -180,10 +180,17 @@ def run_jobs(jobs: list[Job], protocol: Protocol, runs: Path, device: str, n_job
     for job in todo:  # a half-written run from a killed reproduction starts over
         shutil.rmtree(runs / job.key, ignore_errors=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task(f"{title}: {len({j.key for j in jobs}) - len(todo)} done before", total=len(todo))
-        train_jobs(todo, protocol, runs, device, n_jobs, data_root, threads,
-                   lambda k: progress.advance(task, k), separate=separate)
+    try:
+        with Progress(*columns, transient=False) as progress:
+            task = progress.add_task(f"{title}: {len({j.key for j in jobs}) - len(todo)} done before",
+                                     total=len(todo))
+            train_jobs(todo, protocol, runs, device, n_jobs, data_root, threads,
+                       lambda k: progress.advance(task, k), separate=separate)
+    except BaseException:  # stopped: finished runs stay, unfinished ones leave nothing behind
+        for job in todo:
+            if not is_done(runs / job.key):
+                shutil.rmtree(runs / job.key, ignore_errors=True)
+        raise
     return len(todo)
 
 
