@@ -2,14 +2,15 @@
 # A throwaway single-node Slurm cluster on this machine, for the tests (make test-slurm) and for trying sweeps.
 #
 #   scripts/slurm_local.sh start DIR    write every config, state, socket, pid and log file under DIR, start
-#                                       munged, MariaDB + slurmdbd (accounting), slurmctld and slurmd, wait
-#                                       until the node is idle; then: export SLURM_CONF=DIR/etc/slurm.conf
+#                                       munged, slurmctld and slurmd, wait until the node is idle;
+#                                       then: export SLURM_CONF=DIR/etc/slurm.conf
 #   scripts/slurm_local.sh status DIR   the daemons' pids and sinfo
 #   scripts/slurm_local.sh stop DIR     cancel the cluster's jobs, stop the daemons it started (by their pids)
 #
 # Run as root (the daemons run as root, munged as the munge user). Missing packages are installed with apt-get
-# when root, else one line names them. SLURM_LOCAL_ACCOUNTING=0 skips MariaDB and slurmdbd: jobs still run, but
-# sacct fails, and submitit never sees a job that was cancelled before it wrote a result as finished.
+# when root, else one line names them. No accounting by default: lossbench's launcher reads job states from
+# squeue and scontrol (submitit's own waiting needs sacct: without it a job cancelled before writing its result
+# is never seen as finished). SLURM_LOCAL_ACCOUNTING=1 adds MariaDB and slurmdbd, for sacct.
 # Needs no cgroups and no systemd: linuxproc process tracking, no task plugin.
 set -euo pipefail
 
@@ -19,7 +20,7 @@ action=$1
 mkdir -p "$2"
 dir=$(cd "$2" && pwd)
 etc=$dir/etc run=$dir/run log=$dir/log
-accounting=${SLURM_LOCAL_ACCOUNTING:-1}
+accounting=${SLURM_LOCAL_ACCOUNTING:-0}
 export SLURM_CONF=$etc/slurm.conf
 
 die() { echo "error: $*" >&2; exit 2; }

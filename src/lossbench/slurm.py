@@ -201,9 +201,10 @@ def check_request(params: dict[str, Any], partitions: dict[str, tuple[Partition,
     for resource, (key, count) in gres.items():
         most = max((n.gres.get(resource, 0) for n in partition.nodes), default=0)
         if count > most:
-            offer = f"at most {most} {resource}" if most else f"no {resource}"
-            hint = " (0 or null on a CPU-only partition)" if resource == "gpu" and not most else ""
-            raise ConfigError(f"{key}{hint}: the nodes of {where} have {offer}")
+            what = "GPUs" if resource == "gpu" else f"{resource!r} gres"
+            offer = f"at most {most} {what}" if most else f"no {what}"
+            hint = "; use 0 (or null) on a CPU-only partition" if resource == "gpu" and not most else ""
+            raise ConfigError(f"{key}: the nodes of {where} have {offer}{hint}")
     fitting = [n for n in partition.nodes if n.cpus >= cpus and (mem_gb is None or n.memory_mb >= mem_gb * 1024)
                and all(n.gres.get(r, 0) >= c for r, (_, c) in gres.items())]
     if len(fitting) < nodes_asked:
@@ -217,13 +218,14 @@ def check_request(params: dict[str, Any], partitions: dict[str, tuple[Partition,
 # --- watching the jobs ----------------------------------------------------------------------------------
 
 
-def queued(job_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """``{job id: (state, reason)}`` of the jobs still in the queue (array tasks one by one)."""
+def queued(job_ids: Sequence[str]) -> dict[str, tuple[str, str]] | None:
+    """``{job id: (state, reason)}`` of the jobs still in the queue (array tasks one by one); None when
+    ``squeue`` could not answer this time."""
     arrays = sorted({j.split("_")[0] for j in job_ids})
     out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T|%r"], capture_output=True,
                          text=True, timeout=30)
-    if out.returncode != 0:  # squeue refuses ids no longer known: then nothing of them is queued
-        return {}
+    if out.returncode != 0:  # squeue refuses ids it no longer knows: then none of them is queued
+        return {} if "Invalid job id" in out.stderr else None
     states = {}
     for line in out.stdout.splitlines():
         job, state, reason = line.split("|", 2)
@@ -231,15 +233,30 @@ def queued(job_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
     return states
 
 
-def final_state(job_id: str) -> str:
-    """The state Slurm gives a finished job (``scontrol`` keeps it for MinJobAge seconds), else UNKNOWN."""
+def all_nodes_unavailable(partition: str) -> bool:
+    """Every node of the partition is down, drained or failed (Slurm says "Nodes required for job are DOWN,
+    DRAINED or reserved ...": reserved nodes free up, down ones do not)."""
+    out = subprocess.run(["sinfo", "-h", "-p", partition, "-o", "%t"], capture_output=True, text=True, timeout=30)
+    states = out.stdout.split()
+    return out.returncode == 0 and bool(states) and all(
+        s.endswith("*") or s.startswith(("down", "drain", "fail", "inval")) for s in states)
+
+
+def final_state(job_id: str, last_seen: str | None) -> str:
+    """The state Slurm gives a finished job (``scontrol`` keeps it for MinJobAge seconds). A job cancelled
+    while pending leaves no record at all: the state it was last seen in then says what happened."""
     out = subprocess.run(["scontrol", "show", "job", job_id, "--oneliner"], capture_output=True, text=True,
                          timeout=30)
     match = re.search(r"\bJobState=(\S+)", out.stdout)
-    return match.group(1) if match else "UNKNOWN"
+    if match:
+        return match.group(1)
+    return "CANCELLED (while pending)" if last_seen == "PENDING" else f"UNKNOWN (last seen {last_seen or 'never'})"
 
 
-def unrunnable(reason: str) -> str | None:
+def unrunnable(reason: str, partition: str) -> str | None:
+    """Why a job pending for ``reason`` can never start, or None when waiting may help."""
+    if reason.startswith("Nodes required for job are DOWN") and all_nodes_unavailable(partition):
+        return f"every node of partition {partition} is down or drained"
     return next((why for key, why in UNRUNNABLE.items() if reason.startswith(key)), None)
 
 
@@ -286,7 +303,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         from hydra.core.utils import filter_overrides
 
         assert self.config is not None
-        self.check()
+        partition = self.check()
         own = {"submitit_folder", "max_num_timeout"}
         executor = submitit.AutoExecutor(cluster="slurm", folder=self.params["submitit_folder"],
                                          slurm_max_num_timeout=self.params["max_num_timeout"])
@@ -301,34 +318,40 @@ class SlurmLauncher(SubmititSlurmLauncher):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         jobs = executor.map_array(self, *zip(*job_params, strict=True))
-        self.wait(jobs, job_overrides)
+        self.wait(jobs, job_overrides, partition)
         return [job.results()[0] for job in jobs]
 
-    def check(self) -> None:
-        """Compare the request with the cluster (when ``scontrol`` can reach it)."""
+    def check(self) -> str:
+        """Compare the request with the cluster (when ``scontrol`` can reach it); the partition's name."""
         if shutil.which("scontrol") is None:
             log.warning("scontrol is not on PATH: the Slurm request is not checked before submitting")
-            return
+            return self.params.get("partition") or ""
         try:
             partitions = read_partitions()
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
             log.warning("cannot read the cluster's partitions (%s): the request is not checked", err)
-            return
+            return self.params.get("partition") or ""
         partition = check_request(self.params, partitions)
         log.info("Slurm request fits partition %s", partition.name)
+        return partition.name
 
-    def wait(self, jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]]) -> None:
+    def wait(self, jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]], partition: str) -> None:
         """Until every job has left the queue; a job pending for a reason waiting does not clear for
         ``pending_timeout_s`` cancels all of them (:class:`ConfigError`); jobs that left without a result
         end the sweep in :class:`IncompleteSweep`."""
         ids = [job.job_id for job in jobs]
         stuck_since: dict[str, float] = {}
         gone_once: set[str] = set()
+        last_seen: dict[str, str] = {}  # each job's last state in the queue
         while True:
             states = queued(ids)
+            if states is None:
+                time.sleep(self.poll_s)
+                continue
             now = time.monotonic()
             for job_id, (state, reason) in states.items():
-                why = unrunnable(reason) if state == "PENDING" else None
+                last_seen[job_id] = state
+                why = unrunnable(reason, partition) if state == "PENDING" else None
                 if why is None:
                     stuck_since.pop(job_id, None)
                     continue
@@ -348,18 +371,20 @@ class SlurmLauncher(SubmititSlurmLauncher):
         missing = [(job, overrides) for job, overrides in zip(jobs, job_overrides, strict=True)
                    if not job.paths.result_pickle.exists()]
         if missing:
-            raise self.incomplete(missing, len(jobs))
+            raise self.incomplete(missing, len(jobs), last_seen)
 
     def cancel(self, ids: Sequence[str]) -> None:
         subprocess.run(["scancel", *sorted({j.split("_")[0] for j in ids})], capture_output=True, timeout=30)
 
-    def incomplete(self, missing: Sequence[tuple[Any, Sequence[str]]], total: int) -> IncompleteSweep:
+    def incomplete(self, missing: Sequence[tuple[Any, Sequence[str]]], total: int,
+                   last_seen: dict[str, str]) -> IncompleteSweep:
         from hydra.core.utils import filter_overrides
 
-        lines = [f"job {job.job_id} {final_state(job.job_id)}: {' '.join(filter_overrides(overrides))} "
+        lines = [f"job {job.job_id} {final_state(job.job_id, last_seen.get(job.job_id))}: {' '.join(filter_overrides(overrides))} "
                  f"(log: {job.paths.stderr})" for job, overrides in missing]
         assert self.config is not None
-        hydra_overrides = list(self.config.hydra.overrides.hydra)
+        # -m stands for hydra.mode=MULTIRUN, which Hydra adds to the overrides
+        hydra_overrides = [o for o in self.config.hydra.overrides.hydra if not o.startswith("hydra.mode=")]
         commands = rerun_command(hydra_overrides, [filter_overrides(o) for _, o in missing])
         lines.append(f"error: {len(missing)} of {total} jobs of the sweep did not finish (the others' results are "
                      f"in {self.config.hydra.sweep.dir}); to rerun only those (resume=auto continues each "
