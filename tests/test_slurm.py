@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from lossbench.resume import checkpoint_info
+
 from conftest import TINY, TINY_SYNTHETIC, run_cli
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -193,3 +195,45 @@ def test_members_in_one_slurm_job_write_one_run_folder_each(node, tmp_path):
     [job_dir] = {p.parent.parent for p in found}
     assert slurm_job_id(job_dir).isdigit()  # a single job, no array
     assert len(list((tmp_path / "multirun").glob("*/.submitit/*/*_result.pkl"))) == 1
+
+
+def test_a_requeued_job_continues_from_its_checkpoint_with_the_metrics_of_an_uninterrupted_run(node, tmp_path):
+    # epochs long enough (a few seconds on a busy machine) to requeue the job between two checkpoints
+    training = ["data.train_size=4096", "data.val_size=128", "data.test_size=128", "data.batch_size=32",
+                "trainer.max_epochs=3", "trainer.progress_bar=none",
+                "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+    name = unique_name()
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    sweep = subprocess.Popen([sys.executable, "-m", "lossbench.train", *slurm_args(name), *training,
+                              f"output_root={tmp_path / 'slurm'}"], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (found := list((tmp_path / "slurm").rglob("checkpoints/last.ckpt"))):
+            assert time.monotonic() < deadline and sweep.poll() is None, "no checkpoint was written"
+            time.sleep(0.05)
+        [job] = jobs_named(name)
+        requeue = _slurm("scontrol", "requeue", job)
+        assert requeue.returncode == 0, requeue.stderr
+        interrupted_at = checkpoint_info(found[0])["epochs"]
+        assert not list((tmp_path / "slurm").rglob("summary.json")), "the job finished before it was requeued"
+        # Slurm holds a requeued job back for a while (BeginTime): let it start again at once
+        while _slurm("squeue", "-h", "-j", job, "-o", "%T").stdout.strip() not in ("PENDING", ""):
+            time.sleep(0.2)
+        _slurm("scontrol", "update", f"jobid={job}", "StartTime=now")
+        _, stderr = sweep.communicate(timeout=TIMEOUT)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 0, stderr[-3000:]
+    assert re.search(r"\bRestarts=1\b", _slurm("scontrol", "show", "job", job).stdout)  # Slurm did requeue it
+    [summary] = summaries(tmp_path / "slurm").values()
+    assert summary["status"] == "completed" and summary["epochs"] == 3
+    assert summary["resumed_from"] == str(found[0])  # its own checkpoint, not a fresh start
+    assert 1 <= interrupted_at < 3
+
+    uninterrupted = run_cli([*training, "resume=false", f"output_root={tmp_path / 'local'}"], cwd=tmp_path,
+                            timeout=TIMEOUT)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    [reference] = summaries(tmp_path / "local").values()
+    assert summary["global_step"] == reference["global_step"]
+    assert summary["metrics"] == reference["metrics"]  # exactly, not approximately
