@@ -237,3 +237,50 @@ def test_a_requeued_job_continues_from_its_checkpoint_with_the_metrics_of_an_uni
     [reference] = summaries(tmp_path / "local").values()
     assert summary["global_step"] == reference["global_step"]
     assert summary["metrics"] == reference["metrics"]  # exactly, not approximately
+
+
+def test_ddp_with_two_slurm_tasks_writes_from_rank_0_only_and_matches_one_process(node, tmp_path):
+    from test_ddp import AUDIT
+
+    # srun starts both processes (Lightning's Slurm environment reads their ranks): the rank is SLURM_PROCID
+    audit_source = AUDIT.replace('os.environ.get("LOCAL_RANK", "0")', 'os.environ.get("SLURM_PROCID", "0")')
+    assert audit_source != AUDIT
+    site, audit, root = tmp_path / "site", tmp_path / "audit", tmp_path / "slurm"
+    site.mkdir()
+    audit.mkdir()
+    (site / "sitecustomize.py").write_text(audit_source)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+           "AUDIT_ROOT": str(root), "AUDIT_LOG": str(audit)}
+    data = ["data=synthetic", *TINY_SYNTHETIC, "trainer.max_epochs=1", "trainer.progress_bar=none",
+            "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+    name = unique_name()
+    result = run_cli([*slurm_args(name), "hydra.launcher.tasks_per_node=2", *data, "data.batch_size=64",
+                      "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"output_root={root}"],
+                     cwd=tmp_path, env=env, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [summary_file] = root.rglob("summary.json")
+    summary = json.loads(summary_file.read_text())
+    assert summary["status"] == "completed" and summary["config"]["trainer"]["strategy"] == "ddp"
+    # 512 samples, 2 processes with batches of 64: 4 steps each
+    assert summary["global_step"] == 4
+    task_logs = "".join(p.read_text() for p in root.rglob(".submitit/*/*_log.err"))  # one per task
+    assert "distributed_backend=gloo" in task_logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in task_logs
+
+    records = [line.split(" ", 2) for log in audit.glob("*.log") for line in log.read_text().splitlines()]
+    by_rank = {rank: {(kind, Path(path)) for r, kind, path in records if r == rank} for rank in ("0", "1")}
+    assert {rank for rank, _, _ in records} == {"0", "1"}, "the audit hook did not run in both tasks"
+    run_dir = summary_file.parent
+    assert {("rename", run_dir / "checkpoints" / "last.ckpt"), ("rename", summary_file)} <= by_rank["0"]
+    kept = [(kind, path) for kind, path in by_rank["1"]
+            if path.name != "last.ckpt.lock" and not path.name.endswith(".log") and ".submitit" not in path.parts]
+    assert kept == [], kept
+
+    # one process with the two ranks' batches together takes the same steps
+    single = run_cli([*data, "data.batch_size=128", "trainer.accelerator=cpu", "resume=false",
+                      f"output_root={tmp_path / 'local'}"], cwd=tmp_path, timeout=TIMEOUT)
+    assert single.returncode == 0, single.stderr[-3000:]
+    [reference] = summaries(tmp_path / "local").values()
+    assert reference["global_step"] == 4
+    assert summary["metrics"].keys() == reference["metrics"].keys()
+    for key, value in reference["metrics"].items():
+        assert summary["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key

@@ -295,6 +295,28 @@ class SlurmLauncher(SubmititSlurmLauncher):
         self.pending_timeout_s = pending_timeout_s
         self.poll_s = poll_s
 
+    def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
+                 singleton_state: dict[type, Any]) -> JobReturn:
+        """One job, in each of its tasks on the cluster (as submitit's launcher does, but the DDP processes of
+        one job share its folder: only rank 0 writes ``.hydra/``, so two never write one file at once)."""
+        import submitit
+        from hydra.core.singleton import Singleton
+        from hydra.core.utils import run_job, setup_globals
+        from omegaconf import open_dict
+
+        assert self.hydra_context is not None and self.config is not None and self.task_function is not None
+        Singleton.set_state(singleton_state)
+        setup_globals()
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, sweep_overrides)
+        environment = submitit.JobEnvironment()
+        with open_dict(sweep_config.hydra):
+            sweep_config.hydra.job.id = environment.job_id
+            sweep_config.hydra.job.num = job_num
+            if environment.global_rank > 0:
+                sweep_config.hydra.output_subdir = None
+        return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=sweep_config,
+                       job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """As submitit's launcher does (one array of jobs), but the request is checked first and the jobs are
         watched here, not by waiting on each result in turn."""
