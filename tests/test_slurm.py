@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,8 +61,12 @@ def slurm_args(name: str) -> list[str]:
             "hydra.launcher.timeout_min=10", "hydra.launcher.poll_s=0.5", f"hydra.launcher.name={name}"]
 
 
-def unique_name() -> str:
-    return f"lbtest-{uuid.uuid4().hex[:8]}"
+@pytest.fixture
+def name(node) -> Iterator[str]:
+    """The job name of the test's sweep; its jobs are cancelled after the test (one that failed midway)."""
+    name = f"lbtest-{uuid.uuid4().hex[:8]}"
+    yield name
+    _slurm("scancel", "-n", name)
 
 
 def jobs_named(name: str) -> list[str]:
@@ -79,8 +84,7 @@ def slurm_job_id(run_dir: Path) -> str:
     return match.group(1)
 
 
-def test_a_two_job_sweep_runs_as_two_slurm_jobs_and_completes(node, tmp_path):
-    name = unique_name()
+def test_a_two_job_sweep_runs_as_two_slurm_jobs_and_completes(name, tmp_path):
     result = run_cli([*slurm_args(name), "loss=bce_with_logits,cross_entropy", *TINY, *TINY_SYNTHETIC,
                       f"output_root={tmp_path}"], cwd=tmp_path, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -94,8 +98,7 @@ def test_a_two_job_sweep_runs_as_two_slurm_jobs_and_completes(node, tmp_path):
 
 
 @pytest.mark.parametrize("request_key", ["cpus", "gpus", "memory"])
-def test_a_request_no_node_can_run_is_one_error_line_and_nothing_is_queued(node, tmp_path, request_key):
-    name = unique_name()
+def test_a_request_no_node_can_run_is_one_error_line_and_nothing_is_queued(node, name, tmp_path, request_key):
     args = slurm_args(name)
     if request_key == "cpus":
         args.append(f"hydra.launcher.cpus_per_task={node['cpus'] + 1}")
@@ -119,10 +122,11 @@ def test_a_request_no_node_can_run_is_one_error_line_and_nothing_is_queued(node,
 
 @pytest.fixture
 def node_down(node):
-    """Every node of the cluster down for the test, idle again after it."""
+    """Every node of the cluster drained for the test (a node set down returns by itself once its slurmd
+    answers the next ping), idle again after it."""
     nodes = _slurm("sinfo", "-h", "-N", "-o", "%N").stdout.split()
     for n in nodes:
-        _slurm("scontrol", "update", f"nodename={n}", "state=down", "reason=lossbench-test")
+        _slurm("scontrol", "update", f"nodename={n}", "state=drain", "reason=lossbench-test")
     try:
         yield nodes
     finally:
@@ -133,11 +137,11 @@ def node_down(node):
             time.sleep(0.5)
 
 
-def test_a_job_that_can_never_start_is_cancelled_after_the_pending_timeout(node_down, tmp_path):
-    name = unique_name()
+def test_a_job_that_can_never_start_is_cancelled_after_the_pending_timeout(node_down, name, tmp_path):
     started = time.monotonic()
+    # a sweep that waits on forever fails here with TimeoutExpired
     result = run_cli([*slurm_args(name), "hydra.launcher.pending_timeout_s=3", "loss=bce_with_logits,cross_entropy",
-                      *TINY, *TINY_SYNTHETIC, f"output_root={tmp_path}"], cwd=tmp_path, timeout=TIMEOUT)
+                      *TINY, *TINY_SYNTHETIC, f"output_root={tmp_path}"], cwd=tmp_path, timeout=180)
     assert result.returncode == 2, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: job "), result.stderr
@@ -147,8 +151,7 @@ def test_a_job_that_can_never_start_is_cancelled_after_the_pending_timeout(node_
     assert time.monotonic() - started < 120
 
 
-def test_a_cancelled_job_is_listed_with_the_command_that_reruns_only_it(node, tmp_path):
-    name = unique_name()
+def test_a_cancelled_job_is_listed_with_the_command_that_reruns_only_it(name, tmp_path):
     args = [*slurm_args(name), "loss=bce_with_logits,cross_entropy", *TINY, *TINY_SYNTHETIC, f"output_root={tmp_path}"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     sweep = subprocess.Popen([sys.executable, "-m", "lossbench.train", *args], cwd=tmp_path, env=env,
@@ -182,8 +185,7 @@ def test_a_cancelled_job_is_listed_with_the_command_that_reruns_only_it(node, tm
     assert found == [("bce_with_logits", "completed"), ("cross_entropy", "completed")]
 
 
-def test_members_in_one_slurm_job_write_one_run_folder_each(node, tmp_path):
-    name = unique_name()
+def test_members_in_one_slurm_job_write_one_run_folder_each(name, tmp_path):
     result = run_cli([*slurm_args(name), "seeds=[0,1,2]", *TINY, *TINY_SYNTHETIC, f"output_root={tmp_path}"],
                      cwd=tmp_path, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -197,12 +199,11 @@ def test_members_in_one_slurm_job_write_one_run_folder_each(node, tmp_path):
     assert len(list((tmp_path / "multirun").glob("*/.submitit/*/*_result.pkl"))) == 1
 
 
-def test_a_requeued_job_continues_from_its_checkpoint_with_the_metrics_of_an_uninterrupted_run(node, tmp_path):
+def test_a_requeued_job_continues_from_its_checkpoint_with_the_metrics_of_an_uninterrupted_run(name, tmp_path):
     # epochs long enough (a few seconds on a busy machine) to requeue the job between two checkpoints
     training = ["data.train_size=4096", "data.val_size=128", "data.test_size=128", "data.batch_size=32",
                 "trainer.max_epochs=3", "trainer.progress_bar=none",
                 "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
-    name = unique_name()
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     sweep = subprocess.Popen([sys.executable, "-m", "lossbench.train", *slurm_args(name), *training,
                               f"output_root={tmp_path / 'slurm'}"], cwd=tmp_path, env=env,
@@ -239,7 +240,7 @@ def test_a_requeued_job_continues_from_its_checkpoint_with_the_metrics_of_an_uni
     assert summary["metrics"] == reference["metrics"]  # exactly, not approximately
 
 
-def test_ddp_with_two_slurm_tasks_writes_from_rank_0_only_and_matches_one_process(node, tmp_path):
+def test_ddp_with_two_slurm_tasks_writes_from_rank_0_only_and_matches_one_process(name, tmp_path):
     from test_ddp import AUDIT
 
     # srun starts both processes (Lightning's Slurm environment reads their ranks): the rank is SLURM_PROCID
@@ -253,7 +254,6 @@ def test_ddp_with_two_slurm_tasks_writes_from_rank_0_only_and_matches_one_proces
            "AUDIT_ROOT": str(root), "AUDIT_LOG": str(audit)}
     data = ["data=synthetic", *TINY_SYNTHETIC, "trainer.max_epochs=1", "trainer.progress_bar=none",
             "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
-    name = unique_name()
     result = run_cli([*slurm_args(name), "hydra.launcher.tasks_per_node=2", *data, "data.batch_size=64",
                       "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"output_root={root}"],
                      cwd=tmp_path, env=env, timeout=TIMEOUT)
