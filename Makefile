@@ -7,7 +7,7 @@ ARGS   ?=
 # the shared datasets folder beside the checkout (MNIST/raw, FashionMNIST/raw), used by tests
 export LOSSBENCH_DATA ?= $(abspath ../shared/datasets)
 
-.PHONY: install train test test-fast lint format docs clean
+.PHONY: install train test test-fast test-slurm lint format docs clean
 
 install: $(STAMP)
 
@@ -21,6 +21,14 @@ train: $(STAMP)  ## the main job: synthetic multilabel data, sigmoid + BCEWithLo
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q $(ARGS)
+
+# the tests marked slurm on a throwaway local Slurm cluster (scripts/slurm_local.sh; as root it installs
+# slurm-wlm and munge when missing), stopped again whatever the tests' outcome
+SLURM_DIR ?= /tmp/lossbench-slurm-cluster
+test-slurm: $(STAMP)
+	scripts/slurm_local.sh start $(SLURM_DIR) || { scripts/slurm_local.sh stop $(SLURM_DIR); exit 1; }
+	SLURM_CONF=$(SLURM_DIR)/etc/slurm.conf $(PY) -m pytest -q -m slurm $(ARGS); \
+	  status=$$?; scripts/slurm_local.sh stop $(SLURM_DIR); exit $$status
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(ARGS)

@@ -11,3 +11,8 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """Missing, truncated or malformed data files."""
+
+
+class IncompleteSweep(UserError):
+    """Jobs of a Slurm sweep ended without a result (cancelled, killed, out of time): the message lists them,
+    one line each, and the command that reruns only those. The CLI prints it as is and exits 1."""

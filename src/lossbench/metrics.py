@@ -66,6 +66,10 @@ class MultilabelCalibrationError(Metric):
         return self.per_label().mean().float()
 
     def details(self) -> dict[str, torch.Tensor]:
+        with self.sync_context():  # under DDP every process's counts, as compute() gets them
+            return self._details()
+
+    def _details(self) -> dict[str, torch.Tensor]:
         out = {f"ece_label/{label}": value.float() for label, value in enumerate(self.per_label())}
         count, confidence, positives = self.count.sum(0), self.confidence.sum(0), self.positives.sum(0)
         for b in range(self.n_bins):

@@ -25,7 +25,7 @@ from lossbench import cli
 from lossbench.config import validate_values
 from lossbench.console import print_config_tree, print_results
 from lossbench.engine import checkpoint_to_resume, train
-from lossbench.errors import ConfigError, UserError
+from lossbench.errors import ConfigError, IncompleteSweep, UserError
 from lossbench.locks import Locks
 from lossbench.paths import CHECKPOINT, CONFIG_DIR
 from lossbench.resume import UnreadableCheckpoint
@@ -131,6 +131,9 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises its errors instead of printing several lines
     try:
         run()
+    except IncompleteSweep as err:  # lines naming the jobs without a result, then the command to rerun them
+        print(err, file=sys.stderr)
+        sys.exit(1)
     except (UserError, HydraException, OmegaConfBaseException) as err:
         cause = cli.write_error(err)  # e.g. Hydra could not create the run folder, or its log file
         if cause is not None:
