@@ -19,7 +19,11 @@ from lossbench.paths import CONFIG_DIR
 from lossbench.summary import read_summary
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
-COMMITTED = ("reproduce_mnist", "reproduce_mnist_cpu", "reproduce_multilabel", "reproduce_multilabel_cpu")
+# every committed reproduction report, and how many comparisons its claim's family holds (written out here,
+# not read from the protocol, so a report that lost or gained comparisons fails)
+FAMILY_SIZES = {"reproduce_mnist": 24, "reproduce_mnist_cpu": 24, "reproduce_multilabel": 10,
+                "reproduce_multilabel_cpu": 10, "reproduce_noise_cpu": 44}
+COMMITTED = tuple(sorted(p.parent.name for p in REPORTS.glob("reproduce_*/results.json")))
 
 
 def _rows(report_dir):
@@ -75,7 +79,10 @@ def check_report_structure(out: Path, results: dict) -> None:
     for c in done:
         title = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "synthetic": "synthetic multi-label"}.get(
             c["dataset"], c["dataset"])
-        section = text.split(f"## {title}, {c['model']}\n", 1)[1].split("\n## ", 1)[0]
+        heading = f"## {title}, {c['model']}"
+        if c.get("setting"):  # protocols with settings (claim 3): one section per dataset/model/setting block
+            heading += ", " + load_protocol(results["preset"], profile=results["profile"]).settings[c["setting"]].label
+        section = text.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
         [row] = [line for line in section.splitlines() if line.startswith(f"| {c['label']} |")]
         assert f"| **{c['verdict']}** |" in row
     csv_rows = _rows(out)
@@ -207,7 +214,8 @@ def test_committed_report_verdicts_follow_from_its_own_p_values(name):
     results = json.loads((REPORTS / name / "results.json").read_text())
     verdicts = check_verdicts_follow_from_p_values(results)
     check_report_structure(REPORTS / name, results)
-    assert len(verdicts) == {"reproduce_mnist": 24, "reproduce_mnist_cpu": 24}.get(name, 10)
+    assert name in FAMILY_SIZES, f"a new committed report: add {name} and its family's size to FAMILY_SIZES"
+    assert len(verdicts) == FAMILY_SIZES[name]
 
 
 @pytest.mark.parametrize("name", COMMITTED)

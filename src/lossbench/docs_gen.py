@@ -313,10 +313,25 @@ def render(name: str, root: Path = REPO) -> str:
                      "include:PATH")
 
 
-def on_page_markdown(markdown: str, page: Any = None, config: Any = None, files: Any = None, **_: Any) -> str:
-    """MkDocs hook: replace every ``<!-- lossbench:NAME -->`` line by its generated Markdown."""
+def on_files(files: Any, config: Any = None, **_: Any) -> Any:
+    """MkDocs hook: the committed report plots (``reports/**/*.png``) become site files, so a page shows a
+    report's plot from its one committed copy."""
+    from mkdocs.structure.files import File
+
     root = Path(config["config_file_path"]).parent if config else REPO
-    return PLACEHOLDER.sub(lambda m: render(m["name"], root), markdown)
+    for image in sorted((root / "reports").rglob("*.png")):
+        files.append(File(image.relative_to(root).as_posix(), str(root), config["site_dir"],
+                          config["use_directory_urls"]))
+    return files
+
+
+def on_page_markdown(markdown: str, page: Any = None, config: Any = None, files: Any = None, **_: Any) -> str:
+    """MkDocs hook: replace every ``<!-- lossbench:NAME -->`` line by its generated Markdown, and point
+    links written for the repository (``../reports/``, right on GitHub) at the site's copy of reports/."""
+    root = Path(config["config_file_path"]).parent if config else REPO
+    markdown = PLACEHOLDER.sub(lambda m: render(m["name"], root), markdown)
+    depth = page.file.src_uri.count("/") if page is not None else 0
+    return markdown.replace("](../reports/", "](" + "../" * depth + "reports/")
 
 
 if __name__ == "__main__":
