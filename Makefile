@@ -13,7 +13,9 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# compat: src/ goes on sys.path, so Hydra's plugin scan finds hydra_plugins/lossbench_slurm (the default
+	# editable finder hides it from pkgutil and hydra/launcher=slurm fails with 'Unknown plugin class')
+	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 train: $(STAMP)  ## the main job: synthetic multilabel data, sigmoid + BCEWithLogits

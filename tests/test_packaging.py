@@ -118,3 +118,14 @@ def test_a_users_own_config_folder_adds_an_experiment_preset(installed, tmp_path
     result = _run(installed, [*args[:1], "--config-dir", "my_configs", *args[2:], "output_root=out2"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(next((tmp_path / "out2").rglob("summary.json")).read_text())["config"]["seed"] == 7
+
+
+def test_hydras_plugin_scan_finds_the_slurm_launcher_in_this_environment(tmp_path):
+    # Hydra accepts a launcher only if its plugin scan (pkgutil over hydra_plugins.__path__) lists it; an
+    # editable install in setuptools' default mode hides src/hydra_plugins from that scan
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = ("from hydra.core.plugins import Plugins; from hydra.plugins.launcher import Launcher; "
+            "print(sorted(f'{p.__module__}.{p.__name__}' for p in Plugins.instance().discover(Launcher)))")
+    found = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           check=True).stdout
+    assert "hydra_plugins.lossbench_slurm.SlurmLauncher" in found, found

@@ -36,11 +36,12 @@ def test_joblib_launcher_config_composes():
 def test_slurm_launcher_config_composes_and_instantiates():
     cfg = compose_with_hydra(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=30"])
     launcher = cfg.hydra.launcher
-    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
-    assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 30)
+    # lossbench's launcher (submitit's, with the request checked before submitting); no GPU by default
+    assert launcher._target_ == "hydra_plugins.lossbench_slurm.SlurmLauncher"
+    assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", None, 30)
     # the plugin accepts every key (no cluster needed to build the launcher; only to submit)
     built = instantiate(launcher)
-    assert built.params["partition"] == "gpu" and built.params["gpus_per_node"] == 1
+    assert built.params["partition"] == "gpu" and built.params["gpus_per_node"] is None
     assert built.params["submitit_folder"].endswith(".submitit/%j")
 
 
