@@ -9,6 +9,7 @@ cached on disk). Splits are index operations on the one decoded tensor.
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ def sort_labels(names: set[str]) -> list[str]:
     return sorted(names)
 
 
-class LabelledDataModule(TensorDataModule):
+class LabelledDataModule(TensorDataModule, abc.ABC):
     """``task``, ``classes``, ``num_classes`` come from the labels (read on first use); ``input_shape``
     and ``normalization`` once the inputs are read (``setup``)."""
 
@@ -100,12 +101,13 @@ class LabelledDataModule(TensorDataModule):
         self._labels: Labels | None = None
 
     # -- what a subclass provides ------------------------------------------------------------------
+    @abc.abstractmethod
     def read_labels(self) -> Labels:
-        raise NotImplementedError
+        """Every row's path or index, labels and split, read from the user's files."""
 
+    @abc.abstractmethod
     def read_inputs(self, labels: Labels) -> torch.Tensor:
         """``(N, *input_shape)``: uint8 images or float32 features, in the rows' order."""
-        raise NotImplementedError
 
     # -- from the labels ---------------------------------------------------------------------------
     @property

@@ -206,7 +206,7 @@ def sampled_rates(search: dict[str, dict], seed: int) -> dict[str, list[float]]:
 
 
 def drop_unavailable(protocol: Protocol) -> None:
-    """Datasets and losses other engineers have not landed yet are left out and listed as missing."""
+    """Datasets and losses missing from this checkout are left out and listed as missing."""
     from lossbench import data, losses
 
     for name in list(protocol.datasets):
