@@ -22,7 +22,8 @@ REPORTS = Path(__file__).resolve().parents[1] / "reports"
 # every committed reproduction report, and how many comparisons its claim's family holds (written out here,
 # not read from the protocol, so a report that lost or gained comparisons fails)
 FAMILY_SIZES = {"reproduce_mnist": 24, "reproduce_mnist_cpu": 24, "reproduce_multilabel": 10,
-                "reproduce_multilabel_cpu": 10, "reproduce_noise_cpu": 44}
+                "reproduce_multilabel_cpu": 10, "reproduce_noise_cpu": 44,
+                "reproduce_mnist_converged_cpu": 10, "reproduce_multilabel_converged_cpu": 10}
 COMMITTED = tuple(sorted(p.parent.name for p in REPORTS.glob("reproduce_*/results.json")))
 
 
@@ -331,3 +332,20 @@ def test_converged_protocols_keep_the_forums_regime_and_equal_budgets():
     assert 2 / 2 ** len(claim2.seeds) < 0.05 / m
     job = next(j for j in seed_jobs(claim2, {}) if j.dataset == "mnist_multi")
     assert _compose(job_overrides(claim2, job, "cpu", None)).data.train_size == 55000
+
+
+@pytest.mark.parametrize("preset", ["mnist_converged", "multilabel_converged"])
+def test_each_tuning_row_names_what_sets_its_strategy_apart(preset):
+    """Label-smoothed CE and plain CE (claim 1), BCE under Adam and under Adadelta (claim 2) are different
+    tunings: their rows in the tuning and expected-best tables must not read the same."""
+    from lossbench.analysis.reproduce.report import budget_curves, tuning_table
+
+    protocol = load_protocol(preset)
+    dataset, model = next(iter(protocol.datasets)), next(iter(protocol.models))
+    chosen = {(dataset, model, "", s.tuning_key): {"lr": 1e-3, "scores": {1e-3: 0.9, 3e-3: 0.8}}
+              for s in protocol.strategies.values() if s.lr == "tuned"}
+    labels = [label for label, _ in budget_curves(protocol, chosen, dataset, model)]
+    assert len(labels) == len(chosen) == len(set(labels)) >= 3
+    assert all("tuned rate" not in label for label in labels)
+    rows = [line.split(" | ")[0] for line in tuning_table(protocol, chosen, dataset, model) if line.startswith("| ")]
+    assert {r.lstrip("| ") for r in rows} >= set(labels)

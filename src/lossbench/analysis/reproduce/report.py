@@ -8,11 +8,12 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from lossbench.analysis import plots
-from lossbench.analysis.reproduce.protocol import Protocol
+from lossbench.analysis.reproduce.protocol import Protocol, Strategy
 from lossbench.analysis.stats import ALPHA, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, EXACT_MAX_N, POWER, mean_std
 from lossbench.summary import write_atomic, write_json_atomic
 
@@ -109,7 +110,7 @@ def tuning_table(protocol: Protocol, chosen: dict, dataset: str, model: str, set
         scores = ", ".join(("**" if lr == c["lr"] else "") + f"{fmt_lr(lr)}: " +
                            ("diverged" if math.isinf(v) else fmt(select_by, v)) +
                            ("**" if lr == c["lr"] else "") for lr, v in sorted(c["scores"].items()))
-        lines.append(f"| {s.label.split(',')[0]} | {s.optimizer} | {scores} |")
+        lines.append(f"| {tuned_label(s)} | {s.optimizer} | {scores} |")
     if not lines:
         return []
     title = METRICS.get(select_by, (select_by,))[0]
@@ -262,8 +263,14 @@ def budget_curves(protocol: Protocol, chosen: dict, dataset: str, model: str, se
             continue
         seen.add(s.tuning_key)
         scores = [0.0 if math.isinf(v) else v for _, v in sorted(chosen[key]["scores"].items())]
-        out.append((s.label.split(",")[0], expected_max_curve(scores)))
+        out.append((tuned_label(s), expected_max_curve(scores)))
     return out
+
+
+def tuned_label(strategy: Strategy) -> str:
+    """A tuned strategy's label without its ", tuned rate" ending: one row per tuning, named by everything that
+    sets it apart (label smoothing, optimizer), not only by its loss."""
+    return re.sub(r",\s*tuned rate$", "", strategy.label)
 
 
 def budget_table(protocol: Protocol, chosen: dict, dataset: str, model: str, setting: str = "") -> list[str]:
