@@ -63,7 +63,7 @@ bench: $(STAMP)  ## performance on this machine (CPU, or the GPU when there is o
 	$(PY) -m lossbench.bench $(ARGS)
 
 .PHONY: reproduce reproduce-multilabel reproduce-converged reproduce-converged-multilabel reproduce-noise
-# PROFILE=cpu: each claim sized for < 1 hour on 2 CPU cores -> reports/reproduce_<claim>_cpu/ (default: the full protocol)
+# PROFILE=cpu: each claim sized for 2 CPU cores (about 20 min each) -> reports/reproduce_<claim>_cpu/ (default: the full protocol)
 reproduce: $(STAMP)  ## claim 1 at small budgets: CE vs BCE, 10,000 images, 5 epochs, 10 seeds -> reports/reproduce_mnist/
 	$(PY) scripts/reproduce.py mnist $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
 
@@ -75,7 +75,7 @@ reproduce-multilabel: $(STAMP)  ## claim 2 at small budgets: multi-label losses 
 	$(PY) scripts/reproduce.py multilabel $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
 
 # the claims at the forum's regime: full data, converged models, equal tuning budgets, seeds as members
-# (PROFILE=cpu: claim 1's MLP part, < 1 hour on 2 quiet CPU cores) -> reports/reproduce_<claim>_converged[_cpu]/
+# (PROFILE=cpu: claim 1's MLP part, 68 min on 2 quiet CPU cores) -> reports/reproduce_<claim>_converged[_cpu]/
 reproduce-converged: $(STAMP)  ## claim 1 at the forum's regime (full MNIST / Fashion-MNIST, to a plateau, 20 seeds)
 	$(PY) scripts/reproduce.py mnist_converged $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
 
@@ -84,6 +84,6 @@ reproduce-converged-multilabel: $(STAMP)  ## claim 2 at full size (55,000 mnist_
 
 
 # claim 3 (docs/noise.md): robust losses under label noise, missing tags and sigmoid + BCE; PROFILE=cpu: 2,000
-# training samples, 8 epochs, < 1 hour on 2 quiet CPU cores -> reports/reproduce_noise_cpu/ (default: full data, GPU)
+# training samples, 8 epochs, 83 min on 2 loaded CPU cores -> reports/reproduce_noise_cpu/ (default: full data, GPU)
 reproduce-noise: $(STAMP)  ## claim 3: CE vs GCE/SCE/NCE+RCE/MAE under symmetric / pair-flip noise; BCE vs WAN/Hill/ASL/focal with missing tags, 12 seeds
 	$(PY) scripts/reproduce.py noise $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)

@@ -5,7 +5,7 @@ scripts/reproduce.py`` and ``make reproduce``), ``lossbench-reproduce multilabel
 ``lossbench-reproduce noise`` (claim 3: robust losses under label noise, ``make reproduce-noise``). The protocol
 lives in ``configs/experiment/reproduce_<name>.yaml`` under ``reproduce:`` (:mod:`.protocol`); the rest of
 that file is an ordinary Hydra experiment that every run is composed with. ``--profile cpu`` and
-``--profile quick`` replace some of its keys: runs sized for a 2-core CPU (under an hour per claim) and for
+``--profile quick`` replace some of its keys: runs sized for a 2-core CPU (20 to 85 minutes per claim) and for
 smoke tests (seconds). A protocol's ``settings:`` (named training overrides, e.g. ``noise=symmetric
 noise.rate=0.4``) are crossed with its datasets and models; each (dataset, model, setting) block goes through
 the steps on its own. Steps:

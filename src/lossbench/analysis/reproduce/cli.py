@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("preset", nargs="?", choices=PRESETS, help="mnist, mnist_converged: claim 1 (CE vs BCE); "
                         "multilabel, multilabel_converged: claim 2; noise: claim 3 (robust losses under label noise)")
     parser.add_argument("--profile", choices=PROFILES, default=None,
-                        help="full (default): the protocol as written; cpu: sized for < 1 hour per claim on "
-                             "2 CPU cores; quick: tiny settings (seconds)")
+                        help="full (default): the protocol as written; cpu: sized for 2 CPU cores (20 to 85 min "
+                             "per claim); quick: tiny settings (seconds)")
     parser.add_argument("--quick", action="store_true", help="same as --profile quick")
     parser.add_argument("--reanalyse", type=Path, metavar="REPORT_DIR",
                         help="recompute the statistics of a report folder from its results.json, no training")
