@@ -1,5 +1,5 @@
 """Lightning callbacks of every lossbench run: the epoch checkpoint and a progress bar that costs microseconds
-a step (the RNG state for resuming is in :mod:`lossbench.resume`)."""
+a step (the RNG state for resuming is in ``lossbench.resume``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What every console script shares: bad input ends in one line ``error: ...`` on stderr and exit code 2;
 a file that cannot be written (full disk, read-only or unwritable folder) in one line naming it, exit code 1.
 
-Hydra's multi-line reports are condensed to what was wrong and what is allowed (:func:`error_line`); the
+Hydra's multi-line reports are condensed to what was wrong and what is allowed (``error_line``); the
 traceback is shown only under ``HYDRA_FULL_ERROR=1``. Crashes keep their traceback (exit code 1).
 """
 

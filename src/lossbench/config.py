@@ -1,7 +1,7 @@
 """The one validation step, and the validity table of (task, head, loss).
 
 ``validate(cfg, task)`` checks names, ranges and the combination before anything is built or
-trained, raising :class:`~lossbench.errors.ConfigError` with a one-line message that names the key,
+trained, raising ``ConfigError`` with a one-line message that names the key,
 the bad value and what is allowed.
 """
 

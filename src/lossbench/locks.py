@@ -196,7 +196,7 @@ class Locks:
         raise RuntimeError(f"{lock}: could not be created, although no live process holds it")
 
     def hold(self, checkpoint: Path) -> None:
-        """Take the lock of this run's own checkpoint, or raise :class:`CheckpointInUse`."""
+        """Take the lock of this run's own checkpoint, or raise ``CheckpointInUse``."""
         holder = self.claim(checkpoint)
         if holder is not None:
             raise CheckpointInUse(checkpoint, holder)

@@ -8,7 +8,7 @@ single run.
   initial weights are the separate run's; its batches come from its own ``ShuffledBatches`` (seed N), so
   its data order is the separate run's;
 * the members' parameters are stacked (``torch.func.stack_module_state``) into the parameters of one
-  :class:`MemberModule`; the forward pass is ``vmap(functional_call(net, params_m, x_m))``. One step
+  ``MemberModule``; the forward pass is ``vmap(functional_call(net, params_m, x_m))``. One step
   minimises ``sum_m loss_m``, whose gradient with respect to member m's parameters is that of ``loss_m``
   alone; the losses are the members' own criteria (``LossModule.compute_loss``), vmapped over the members
   that share one;

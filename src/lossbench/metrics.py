@@ -3,9 +3,9 @@ Lightning moves them to the device and syncs them under DDP; computed once per e
 
 ``samples`` counts the evaluated samples, so a report can turn accuracies and label counts back into the
 integers they are (``acc × samples`` correct predictions). Multi-label ``ece`` is
-:class:`MultilabelCalibrationError`: the mean over labels of each label's ECE; the test stage also logs
+``MultilabelCalibrationError``: the mean over labels of each label's ECE; the test stage also logs
 each label's ECE and the reliability diagram of the flattened per-label probabilities
-(:func:`metric_values`)."""
+(``metric_values``)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ class MultilabelCalibrationError(Metric):
     Bins ``b = min(floor(p · B), B - 1)`` of equal width on [0, 1] (``B`` = ``n_bins``). For label ``l`` with
     ``N`` samples, ``ECE_l = Σ_b (n_lb / N) · |conf_lb - freq_lb|`` where ``conf_lb`` is the mean probability
     and ``freq_lb`` the fraction of positives among the ``n_lb`` samples in bin ``b`` (Guo et al. 2017, the
-    binary form of torchmetrics' ``BinaryCalibrationError``, L1 norm). :meth:`compute` returns
-    ``mean_l ECE_l``; :meth:`details` each ``ECE_l`` and the reliability diagram of all labels' (probability,
+    binary form of torchmetrics' ``BinaryCalibrationError``, L1 norm). ``compute`` returns
+    ``mean_l ECE_l``; ``details`` each ``ECE_l`` and the reliability diagram of all labels' (probability,
     target) pairs pooled (flattened): per bin, mean probability, fraction positive and the pair count.
     torchmetrics has no multi-label calibration metric."""
 
@@ -81,7 +81,7 @@ class MultilabelCalibrationError(Metric):
 
 
 def metric_values(metrics, stage: str) -> dict[str, torch.Tensor]:
-    """``<stage>/<name>`` -> value of each metric; at the test stage also each metric's :meth:`details`."""
+    """``<stage>/<name>`` -> value of each metric; at the test stage also each metric's ``details``."""
     values = {f"{stage}/{name}": metric.compute() for name, metric in metrics.items()}
     if stage == "test":
         for metric in metrics.values():

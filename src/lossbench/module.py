@@ -4,7 +4,7 @@ it and ``lossbench.members.MemberModule`` share (``SteppedModule``).
 Both step their optimizer themselves (Lightning's manual optimization): one forward, one backward, gradient
 clipping, one ``optimizer.step()`` and the schedule, with no per-step ``self.log``. Lightning's automatic loop
 (closure, result collection, per-step logging) costs more per step than a small model's whole step on a
-CPU; the losses go to :class:`lossbench.tracking.LossTracker`, which looks at them every few steps.
+CPU; the losses go to ``lossbench.tracking.LossTracker``, which looks at them every few steps.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, params: dict[str, Any] | N
 
 class SteppedModule(L.LightningModule):
     """What a single run and a member stack share: the optimizer step, the schedule, the loss tracker and
-    the ``train/loss_step`` / ``train/loss_epoch`` rows (written to the loggers by :meth:`log_rows`)."""
+    the ``train/loss_step`` / ``train/loss_epoch`` rows (written to the loggers by ``log_rows``)."""
 
     members: int | None = None  # None: one model
 

@@ -1,6 +1,6 @@
 """Where things are: the shipped config tree and the names of the files in a run directory.
 
-A run directory holds ``summary.json`` (:mod:`lossbench.summary`), ``metrics.csv`` (the CSV logger),
+A run directory holds ``summary.json`` (``lossbench.summary``), ``metrics.csv`` (the CSV logger),
 ``checkpoints/last.ckpt`` (replaced after every epoch), ``thresholds.json`` (multi-label decision rules)
 and ``.hydra/config.yaml`` (the composed config). Every module takes these names from here.
 """

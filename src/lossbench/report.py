@@ -1,5 +1,5 @@
 """``python -m lossbench.report``: kept so the command people know still works; the report lives in
-:mod:`lossbench.analysis.report` (console script ``lossbench-report``)."""
+``lossbench.analysis.report`` (console script ``lossbench-report``)."""
 
 import sys
 

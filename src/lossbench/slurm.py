@@ -4,11 +4,11 @@ hydra-submitit-launcher's Slurm launcher (one sbatch array task per job), plus:
 
 - before anything is submitted, the request (partition, nodes, time limit, CPUs, memory, GPUs or other gres)
   is compared with the partition and its nodes as ``scontrol`` reports them; a request no node can ever
-  satisfy is a :class:`~lossbench.errors.ConfigError` naming the key, the value asked and the limit;
+  satisfy is a ``ConfigError`` naming the key, the value asked and the limit;
 - while the jobs wait, one pending for a reason that waiting does not clear (``PartitionConfig``, a node
   that is down, ...) for ``pending_timeout_s`` seconds cancels the sweep's jobs and ends it in one line;
 - jobs that end without a result (cancelled, killed, out of time, node failure) are listed one per line
-  with their state and overrides, followed by the command that reruns only those (:class:`IncompleteSweep`);
+  with their state and overrides, followed by the command that reruns only those (``IncompleteSweep``);
   the finished jobs' run folders are left as they are.
 
 Job states come from ``squeue`` and ``scontrol``, so the launcher needs no Slurm accounting (``sacct``).
@@ -157,7 +157,7 @@ def requested_gres(params: dict[str, Any]) -> dict[str, tuple[str, int]]:
 
 
 def check_request(params: dict[str, Any], partitions: dict[str, tuple[Partition, bool]]) -> Partition:
-    """The partition the sweep goes to; a :class:`ConfigError` naming the key, the value and the limit when
+    """The partition the sweep goes to; a ``ConfigError`` naming the key, the value and the limit when
     no node of it can ever run one job of this request."""
     name = params.get("partition")
     if name is None:
@@ -359,8 +359,8 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def wait(self, jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]], partition: str) -> None:
         """Until every job has left the queue; a job pending for a reason waiting does not clear for
-        ``pending_timeout_s`` cancels all of them (:class:`ConfigError`); jobs that left without a result
-        end the sweep in :class:`IncompleteSweep`."""
+        ``pending_timeout_s`` cancels all of them (``ConfigError``); jobs that left without a result
+        end the sweep in ``IncompleteSweep``."""
         ids = [job.job_id for job in jobs]
         stuck_since: dict[str, float] = {}
         gone_once: set[str] = set()

@@ -1,6 +1,6 @@
 """The training-loss tracker shared by a single run and by members: divergence, step logging, epoch mean.
 
-Every optimizer step hands its loss (a 0-d tensor, or ``(M,)`` for M members) to :meth:`LossTracker.step`;
+Every optimizer step hands its loss (a 0-d tensor, or ``(M,)`` for M members) to ``LossTracker.step``;
 the tracker keeps it on the device and looks at the host only every ``check_every`` steps (one
 ``tolist()`` for the whole window: a host sync on a GPU, nearly free on a CPU). From that window it
 

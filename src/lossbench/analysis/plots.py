@@ -1,5 +1,5 @@
 """Every plot of the sweep report and the reproduction, drawn on ``matplotlib.figure.Figure`` objects (no
-pyplot state, safe in worker processes and notebooks) and saved atomically with :func:`save_figure`."""
+pyplot state, safe in worker processes and notebooks) and saved atomically with ``save_figure``."""
 
 from __future__ import annotations
 

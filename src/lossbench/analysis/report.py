@@ -1,11 +1,11 @@
 """Compare strategies over seeds: ``python -m lossbench.report <sweep dir> [<sweep dir> ...] [--out DIR]``.
 
 Reads every ``summary.json`` under the given folders and groups the runs into *strategies*: runs whose
-configs are equal in everything but the seed and where/how the run was written (:data:`IGNORED`). For
+configs are equal in everything but the seed and where/how the run was written (``IGNORED``). For
 each task it prints one table, a row per strategy:
 
-* mean ± std of the task's main metrics (:data:`MAIN_METRICS`, or ``--metrics``) over the strategy's
-  completed runs; std is the sample standard deviation (ddof=1, :func:`lossbench.analysis.stats.mean_std`), shown
+* mean ± std of the task's main metrics (``MAIN_METRICS``, or ``--metrics``) over the strategy's
+  completed runs; std is the sample standard deviation (ddof=1, ``lossbench.analysis.stats.mean_std``), shown
   only with two runs or more;
 * ``runs``: completed runs (those averaged), ``diverged`` and ``failed``: counted, never averaged.
 
@@ -20,7 +20,7 @@ strategies completed (paired t + exact Wilcoxon signed-rank), or, when they shar
 t + Mann–Whitney U, said so in the table). Accuracies and label counts are compared as the integers they
 are when the runs logged ``test/samples``. Holm over the task's comparisons (the family is named in the
 report), a verdict column and the smallest difference the design detects with 80% power at ``α/m``
-(:mod:`lossbench.analysis.stats`). Written to ``report.md``, ``comparisons.csv`` and ``report.json`` (its
+(``lossbench.analysis.stats``). Written to ``report.md``, ``comparisons.csv`` and ``report.json`` (its
 ``comparisons`` list: ``a``, ``b``, ``metric``, ``n``, ``mean_diff``, ``ci_low``, ``ci_high``, ``p_t``,
 ``p_wilcoxon``, ``p_t_holm``, ``p_wilcoxon_holm``, ``verdict`` and more), with ``differences_<task>.png``.
 Across ≥ 3 settings (values of ``--blocks``, default every ``data.`` key) with ≥ 3 strategies in each: a rank
@@ -94,7 +94,7 @@ class Run:
 
     @property
     def config(self) -> dict[str, Any]:
-        """The flat config that defines the strategy (dotted keys, :data:`IGNORED` left out)."""
+        """The flat config that defines the strategy (dotted keys, ``IGNORED`` left out)."""
         flat = flatten(_resolved(self.summary.get("config", {})))
         # lists as JSON text: a strategy's config is a dict key
         return {k: json.dumps(v) if isinstance(v, list) else v for k, v in flat.items() if not _ignored(k)}
@@ -129,7 +129,7 @@ class Strategy:
         return {r.seed: v for r in self.completed if (v := r.metric(metric)) is not None}
 
     def counts(self, metric: str) -> tuple[dict[Any, int], int] | None:
-        """``({seed: value × samples}, samples)`` for a per-sample metric of :data:`COUNT_METRICS`, when every
+        """``({seed: value × samples}, samples)`` for a per-sample metric of ``COUNT_METRICS``, when every
         run logged the same ``test/samples`` and the products are integers; else None."""
         if metric not in COUNT_METRICS:
             return None
@@ -716,7 +716,7 @@ def uses_wandb(report: Report) -> bool:
 
 def wandb_settings(report: Report) -> dict[str, Any]:
     """Project, entity, mode and group of the sweep's runs: ``logger.group`` when they set one, else
-    ``sweep-<name of the sweep folder>`` as :func:`lossbench.loggers.wandb_group` names a multirun."""
+    ``sweep-<name of the sweep folder>`` as ``lossbench.loggers.wandb_group`` names a multirun."""
     loggers = [r.summary.get("config", {}).get("logger", {}) for s in report.strategies for r in s.runs]
     logger = next((lg for lg in loggers if lg.get("name") == "wandb"), loggers[0] if loggers else {})
     group = logger.get("group") or f"sweep-{report.roots[0].name}"

@@ -2,10 +2,10 @@
 library version's defaults. Formulas, families and power: ``docs/statistics.md``.
 
 Paired comparison of ``a`` and ``b`` (run ``i`` of each used seed ``i``), differences ``d_i = a_i - b_i``,
-``i = 1..n`` (:func:`paired_comparison`):
+``i = 1..n`` (``paired_comparison``):
 
 * **mean** ``d̄``, sample std ``s`` (``ddof=1``), **Student-t CI** ``d̄ ± t_{1-α/2, n-1} s/√n``;
-* **percentile bootstrap CI** of ``d̄``: :data:`BOOTSTRAP_RESAMPLES` resamples of the ``n`` pairs with
+* **percentile bootstrap CI** of ``d̄``: ``BOOTSTRAP_RESAMPLES`` resamples of the ``n`` pairs with
   replacement, ``numpy.random.default_rng(BOOTSTRAP_SEED)``, the ``α/2`` and ``1-α/2`` quantiles (linear
   interpolation) of the resampled means (Efron & Tibshirani 1993, ch. 13);
 * **paired t-test**, two-sided: ``t = d̄ / (s/√n)``, ``p = 2 P(T_{n-1} ≥ |t|)``; ``s = 0`` gives ``p = 1``
@@ -13,7 +13,7 @@ Paired comparison of ``a`` and ``b`` (run ``i`` of each used seed ``i``), differ
 * **Wilcoxon signed-rank test**, two-sided, zero differences dropped (Wilcoxon's method, ``zero_method=
   "wilcox"`` in scipy's terms; ``n'`` non-zero differences), tied ``|d_i|`` get their average rank
   (midranks). ``W+`` (``W-``) is the sum of the ranks of the positive (negative) differences. For
-  ``n' ≤`` :data:`EXACT_MAX_N` the p-value is exact: the null distribution of ``W+`` over all ``2^n'``
+  ``n' ≤`` ``EXACT_MAX_N`` the p-value is exact: the null distribution of ``W+`` over all ``2^n'``
   equally likely sign patterns of the observed ranks (ties included) is counted by dynamic programming on
   the doubled ranks, ``p = min(1, 2 min(P(W+ ≤ w), P(W+ ≥ w)))``. Above, the normal approximation with
   tie correction and continuity correction: ``z = (|W+ - μ| - 1/2) / σ``, ``μ = n'(n'+1)/4``,
@@ -23,23 +23,23 @@ Paired comparison of ``a`` and ``b`` (run ``i`` of each used seed ``i``), differ
   ``W+ - W-`` (never the mean's);
 * **effect size** Cohen's ``d_z = d̄ / s`` (Cohen 1988; Lakens 2013);
 * **detectable difference**: the smallest ``|δ|`` the two-sided paired t-test at level ``α_d`` detects with
-  probability :data:`POWER` given the observed ``s``: ``P(|T'| > t_{1-α_d/2, n-1}) = POWER`` with ``T'``
+  probability ``POWER`` given the observed ``s``: ``P(|T'| > t_{1-α_d/2, n-1}) = POWER`` with ``T'``
   noncentral t, ``n-1`` degrees of freedom, noncentrality ``δ√n/s`` (``scipy.stats.nct``). The callers pass
   ``α_d = α/m``, the Bonferroni level Holm applies to the smallest p of a family of ``m``: a difference above
   it would have been seen at every step of the correction.
 
-Unpaired comparison (strategies that share no seed, :func:`unpaired_comparison`): Welch's t-test (``df`` by
+Unpaired comparison (strategies that share no seed, ``unpaired_comparison``): Welch's t-test (``df`` by
 Welch–Satterthwaite) and the Mann–Whitney U test (exact permutation distribution of the rank sum, midranks
-for ties, when ``C(n_a+n_b, n_a) ≤`` :data:`EXACT_MAX_COMBINATIONS`; else normal approximation with tie and
+for ties, when ``C(n_a+n_b, n_a) ≤`` ``EXACT_MAX_COMBINATIONS``; else normal approximation with tie and
 continuity correction).
 
-Family of comparisons: :func:`holm` (Holm 1979) adjusts each test's p-values over the family;
-:func:`decide` gives the verdict on a directional claim ("a > b" or "a < b"): **supported** when both
+Family of comparisons: ``holm`` (Holm 1979) adjusts each test's p-values over the family;
+``decide`` gives the verdict on a directional claim ("a > b" or "a < b"): **supported** when both
 adjusted p-values are ``< α`` and both tests point the claim's way; **contradicted** when both are ``< α``
 and both point the other way; **tests disagree** when both are ``< α`` but point different ways;
-otherwise **no significant difference at n=…**. :func:`assess_family` does all of it for one family.
+otherwise **no significant difference at n=…**. ``assess_family`` does all of it for one family.
 
-Across settings (:func:`friedman`): ranks of ``k`` strategies within each of ``N`` settings, the Friedman
+Across settings (``friedman``): ranks of ``k`` strategies within each of ``N`` settings, the Friedman
 test with tie correction, and the Nemenyi critical difference of average ranks (Demšar 2006).
 """
 
@@ -238,7 +238,7 @@ def t_power(delta: float, sd: float, n: int, alpha: float, df: float | None = No
 
 
 def detectable_difference(sd: float, n: int, alpha: float, power: float = POWER, df: float | None = None) -> float:
-    """The smallest ``δ > 0`` with :func:`t_power` ``= power``: paired, ``sd`` of the differences and ``n``
+    """The smallest ``δ > 0`` with ``t_power`` ``= power``: paired, ``sd`` of the differences and ``n``
     pairs; Welch, ``sd`` the standard error ``√(s_a²/n_a + s_b²/n_b)``, ``n = 1`` and the Welch ``df``."""
     if n < 2 and df is None:
         return math.inf
@@ -459,7 +459,7 @@ def expected_max(scores: Sequence[float], n: int) -> float:
 
 def expected_max_curve(scores: Sequence[float], confidence: float = 1 - ALPHA,
                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict[str, list[float]]:
-    """:func:`expected_max` for ``n = 1..N`` with a percentile bootstrap band: the ``N`` trials resampled
+    """``expected_max`` for ``n = 1..N`` with a percentile bootstrap band: the ``N`` trials resampled
     with replacement ``resamples`` times (fixed seed), the curve of each resample, its ``(1 ± confidence)/2``
     quantiles per ``n``."""
     v = np.asarray(scores, dtype=float)

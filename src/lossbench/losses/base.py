@@ -22,7 +22,7 @@ class Loss(nn.Module):
 
     * ``heads`` -- heads the loss is defined for; the first is its natural head;
     * ``tasks`` -- "multiclass" and/or "multilabel";
-    * ``target_form`` -- "multihot" or "distribution" (see :mod:`lossbench.targets`);
+    * ``target_form`` -- "multihot" or "distribution" (see ``lossbench.targets``);
     * ``per_class`` -- True when the loss is a sum of independent per-class terms, so
       ``reduction="none"`` gives ``(N, C)``; False when it is one value per sample ``(N,)``.
 

@@ -91,7 +91,7 @@ CONTEXT_KEYS = ("preset", "profile", "quick", "device", "jobs", "threads", "comm
 
 def reanalyse(folder: Path, out: Path | None = None, command: str | None = None) -> dict[str, Any]:
     """Recompute the statistics of a report folder from its ``results.json`` (the runs and tuning scores
-    as trained) with this checkout's :mod:`lossbench.analysis.stats`, and rewrite the report (into
+    as trained) with this checkout's ``lossbench.analysis.stats``, and rewrite the report (into
     ``out``, default the same folder). Nothing is trained; the run context (command, machine, wall time) is
     kept, and the report says it was recomputed."""
     path = Path(folder) / RESULTS_FILE

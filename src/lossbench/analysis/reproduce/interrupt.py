@@ -1,4 +1,4 @@
-"""Stopping a reproduction: SIGINT, SIGTERM and SIGHUP become :class:`Interrupted` in the main process, and
+"""Stopping a reproduction: SIGINT, SIGTERM and SIGHUP become ``Interrupted`` in the main process, and
 the pool's workers (each in its own process group, so a terminal's Ctrl-C reaches only the main process)
 are stopped by it -- asked first, then killed with everything they started."""
 
@@ -38,7 +38,7 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 
 @contextlib.contextmanager
 def stop_signals_raise() -> Iterator[None]:
-    """Within the block, a stop signal raises :class:`Interrupted` in the main thread; one ignored already
+    """Within the block, a stop signal raises ``Interrupted`` in the main thread; one ignored already
     stays ignored (``nohup`` ignores SIGHUP so that the command outlives its terminal)."""
     before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     for sig, handler in before.items():

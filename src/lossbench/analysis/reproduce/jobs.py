@@ -1,5 +1,5 @@
-"""Jobs of a reproduction and the pool that trains them. :func:`train_jobs` is the one place runs are
-trained (a list of jobs in, one finished run directory per job out); :func:`run_jobs` skips what is done
+"""Jobs of a reproduction and the pool that trains them. ``train_jobs`` is the one place runs are
+trained (a list of jobs in, one finished run directory per job out); ``run_jobs`` skips what is done
 and shows progress around it.
 
 By default the seeds of one setting (dataset, model, strategy, rate) train together as members

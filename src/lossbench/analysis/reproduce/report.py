@@ -1,6 +1,6 @@
 """The reproduction's report: ``report.md`` (tables per dataset/model[/setting] block, the family and the
 verdicts), ``runs.csv`` (one row per seed run), ``results.json`` (the same plus tuning scores and every
-statistic) and PNG plots (:mod:`lossbench.analysis.plots`; with settings also the metric against the noise
+statistic) and PNG plots (``lossbench.analysis.plots``; with settings also the metric against the noise
 rate per strategy, ``noise_rates.png``)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """From finished runs to the statistics of a reproduction: one row per seed run, every comparison of the
-protocol tested (:mod:`lossbench.analysis.stats`), Holm over the report's family, verdicts, detectable
+protocol tested (``lossbench.analysis.stats``), Holm over the report's family, verdicts, detectable
 differences, and the Friedman ranks across settings.
 
 The family is every comparison the report makes (all comparisons × datasets × models × settings of one
