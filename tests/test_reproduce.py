@@ -9,13 +9,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from lossbench import losses
 from lossbench.analysis.reproduce import main, reanalyse, reproduce
-from lossbench.analysis.reproduce.jobs import job_overrides
+from lossbench.analysis.reproduce.jobs import job_overrides, member_groups, train_jobs
 from lossbench.analysis.reproduce.protocol import load_protocol
 from lossbench.analysis.reproduce.tuning import seed_jobs
-from lossbench.paths import CONFIG_DIR
+from lossbench.paths import CHECKPOINT, CONFIG_DIR
 from lossbench.summary import read_summary
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
@@ -194,6 +195,25 @@ def test_quick_converged_protocol_tunes_with_equal_budgets_and_trains_seeds_as_m
     assert (goal["setting"], goal["strategy"]) == ("mnist/mlp", best)
     assert goal["mean"] == pytest.approx(means[best], abs=1e-9) and means[best] > 0.5
     assert goal["met"] is True and "goal ≥ 50.0 %: reached" in text
+
+
+def test_member_groups_sharing_a_folder_write_no_common_stack_checkpoint(tmp_path):
+    # the groups of one dataset and model train into one parent folder at the same time: a stack checkpoint
+    # there would be one file for all of them; each run keeps its own checkpoint
+    protocol = load_protocol("multilabel_converged", profile="quick")
+    protocol.overrides = [*protocol.overrides, "trainer.checkpoint=true"]
+    jobs = seed_jobs(protocol, {})
+    assert len({(j.dataset, j.model) for j in jobs}) == 1 and len(member_groups(jobs)) == 3
+    statuses = train_jobs(jobs, protocol, tmp_path, "cpu", n_jobs=1, data_root=None, threads=1)
+    assert statuses == ["completed"] * len(jobs)
+    parent = tmp_path / Path(jobs[0].key).parent
+    assert not (parent / CHECKPOINT).exists()
+    first_weights = []
+    for job in jobs:
+        saved = torch.load(tmp_path / job.key / CHECKPOINT, map_location="cpu", weights_only=False)
+        assert saved["hyper_parameters"]["optimizer"]["lr"] == pytest.approx(job.lr)
+        first_weights.append(next(iter(saved["state_dict"].values())))
+    assert not any(torch.equal(a, b) for i, a in enumerate(first_weights) for b in first_weights[i + 1:])
 
 
 @pytest.mark.slow

@@ -337,9 +337,12 @@ class MemberModule(SteppedModule):
 
 # -- one command: train, test, write -------------------------------------------------------------------
 
-def train_members(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> list[dict[str, Any]]:
+def train_members(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None,
+                  stack_checkpoint: bool = True) -> list[dict[str, Any]]:
     """Train every (loss, seed) member of ``cfg`` together; return their summaries (each also written to
-    ``run_dir/<member run_name>/summary.json``). ``resume_from``: the stack's ``last.ckpt`` to continue."""
+    ``run_dir/<member run_name>/summary.json``). ``resume_from``: the stack's ``last.ckpt`` to continue.
+    ``stack_checkpoint=False``: no epoch checkpoint of the stack in ``run_dir`` (for callers that share
+    ``run_dir`` between concurrent stacks and never resume one); each member still writes its own."""
     from lossbench.decisions import evaluate_decision_rules
     from lossbench.engine import drop_nvml_cuda_check
     from lossbench.summary import finite_or_none
@@ -356,7 +359,12 @@ def train_members(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
             raise ConfigError(f"member seed={member.seed} loss={member.loss.name}: {err}") from None
     dm.setup("fit")
     dm.member_seeds = [c.seed for c in cfgs]
-    trainer = build_trainer(cfg, Path(run_dir), loggers=[], dm=dm)
+    stack_cfg = cfg
+    if not stack_checkpoint:
+        stack_cfg = copy.deepcopy(cfg)
+        with open_dict(stack_cfg):
+            stack_cfg.trainer.checkpoint = False
+    trainer = build_trainer(stack_cfg, Path(run_dir), loggers=[], dm=dm)
     module = MemberModule(cfgs, dm, forward_mode(cfg, trainer))
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True)
     module.finish_tracking()

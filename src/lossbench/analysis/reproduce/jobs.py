@@ -102,7 +102,8 @@ def train_group(overrides: list[str], parent: str, keys: list[str], threads: int
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     try:
-        summaries = train_members(cfg, Path(parent))
+        # groups of one dataset and model share ``parent`` and run at the same time: no stack checkpoint there
+        summaries = train_members(cfg, Path(parent), stack_checkpoint=False)
     except UserError:
         raise
     except Exception as err:  # the group crashed: each of its runs is recorded as failed, the others go on
