@@ -75,6 +75,12 @@ def machine() -> dict[str, str]:
             "load average at start (1/5/15 min)": load_average()}
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def load_average() -> str:
     return " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
@@ -436,8 +442,9 @@ def main(argv: list[str] | None = None) -> None:
             body += part
             write(args.out, lines + targets_table(results) + body)  # a cut-short run keeps what it measured
     tail = [f"Whole benchmark: {time.perf_counter() - started:.0f} s; load average at the end (1/5/15 min): "
-            f"{load_average()}. A load average well above 1 on this machine means other processes shared its "
-            "cores: the ratios are then not results."]
+            f"{load_average()}. The figures at the end count the benchmark's own work (torch uses "
+            f"{torch_threads()} threads here); other processes show in the load average at the start: one well "
+            "above 0.5 there means they shared the cores, and the ratios are then not results."]
     write(args.out, lines + targets_table(results) + body + tail)
     console.print(Markdown("\n".join(targets_table(results))))
     console.print(f"written: {args.out}")
