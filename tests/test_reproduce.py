@@ -15,6 +15,7 @@ from lossbench import losses
 from lossbench.analysis.reproduce import main, reanalyse, reproduce
 from lossbench.analysis.reproduce.jobs import job_overrides, member_groups, train_jobs
 from lossbench.analysis.reproduce.protocol import load_protocol
+from lossbench.analysis.reproduce.report import statistics_text
 from lossbench.analysis.reproduce.tuning import seed_jobs
 from lossbench.paths import CHECKPOINT, CONFIG_DIR
 from lossbench.summary import read_summary
@@ -250,6 +251,16 @@ def test_committed_report_is_what_reanalyse_computes_from_its_runs(name, tmp_pat
     assert fresh["ranks"] == committed["ranks"]
     assert fresh["runs"] == committed["runs"]
     assert (folder / "runs.csv").read_text() == (REPORTS / name / "runs.csv").read_text()
+
+
+def test_statistics_line_names_the_dataset_of_each_count_scale():
+    # claim 2's test sets differ in size (synthetic 2,000 samples, mnist_multi 10,000): each scale says where
+    results = json.loads((REPORTS / "reproduce_multilabel_converged_cpu" / "results.json").read_text())
+    text = statistics_text(results["comparisons"])
+    assert ("tested as integer counts (× 1/2000) on synthetic, integer counts (× 1/10000) on mnist_multi, so"
+            in text)
+    one_scale = [r for r in results["comparisons"] if r["dataset"] == "mnist_multi"]
+    assert "tested as integer counts (× 1/10000), so" in statistics_text(one_scale)
 
 
 def test_reanalyse_rejects_a_folder_without_results(tmp_path, capsys):

@@ -150,7 +150,12 @@ def statistics_text(results: list[dict], alpha: float = ALPHA) -> str:
         return "- statistics: no comparison could be made"
     m = len(done)
     family = done[0]["family"]
-    integer = sorted({r["on"] for r in done if r["on"] != "values"})
+    scales: dict[str, list[str]] = {}  # "integer counts (× 1/N)" -> the datasets tested on that scale
+    for r in done:
+        if r["on"] != "values" and r["dataset"] not in scales.setdefault(r["on"], []):
+            scales[r["on"]].append(r["dataset"])
+    integer = ([f"{on} on {', '.join(datasets)}" for on, datasets in scales.items()] if len(scales) > 1
+               else list(scales))
     return (f"- statistics (`lossbench/analysis/stats.py`, `docs/statistics.md`): mean ± sample std over seeds; "
             f"per-seed paired differences a − b with a Student-t 95% CI and a percentile bootstrap 95% CI "
             f"({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}); Cohen's d_z; two-sided paired t-test and "
