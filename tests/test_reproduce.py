@@ -198,6 +198,25 @@ def test_quick_converged_protocol_tunes_with_equal_budgets_and_trains_seeds_as_m
     assert goal["met"] is True and "goal ≥ 50.0 %: reached" in text
 
 
+@pytest.mark.slow
+def test_quick_claim_2_at_full_size_tunes_every_strategy_on_the_same_trials_and_reports(tmp_path):
+    out, runs = tmp_path / "report", tmp_path / "runs"
+    result = reproduce("multilabel_converged", out, runs, device="cpu", n_jobs=1, profile="quick")
+    protocol = load_protocol("multilabel_converged", profile="quick")
+    # each optimizer's trials are shared by every strategy tuned with it
+    for (_, _, _, (_, optimizer)), chosen in result["chosen"].items():
+        assert sorted(chosen["scores"]) == sorted(protocol.lr_grid[optimizer])
+    assert {key[3][1] for key in result["chosen"]} == {"adam", "adadelta"}
+    results = json.loads((out / "results.json").read_text())
+    verdicts = check_verdicts_follow_from_p_values(results)
+    check_report_structure(out, results)
+    assert verdicts == ["no significant difference at n=2"] * len(results["comparisons"])  # 2 seeds
+    text = (out / "report.md").read_text()
+    assert "Expected best val macro-F1 % for a budget of n tuning trials" in text
+    assert "each setting's seeds trained together as members" in text
+    assert "tested as integer counts (× 1/256), so" in text  # one dataset: one scale, no dataset named
+
+
 def test_member_groups_sharing_a_folder_write_no_common_stack_checkpoint(tmp_path):
     # the groups of one dataset and model train into one parent folder at the same time: a stack checkpoint
     # there would be one file for all of them; each run keeps its own checkpoint
