@@ -25,7 +25,8 @@ REPORTS = Path(__file__).resolve().parents[1] / "reports"
 # not read from the protocol, so a report that lost or gained comparisons fails)
 FAMILY_SIZES = {"reproduce_mnist": 24, "reproduce_mnist_cpu": 24, "reproduce_multilabel": 10,
                 "reproduce_multilabel_cpu": 10, "reproduce_noise_cpu": 44,
-                "reproduce_mnist_converged_cpu": 10, "reproduce_multilabel_converged_cpu": 10}
+                "reproduce_mnist_converged_cpu": 10, "reproduce_multilabel_converged_cpu": 10,
+                "reproduce_mnist_converged_cpu_xeon": 10}
 COMMITTED = tuple(sorted(p.parent.name for p in REPORTS.glob("reproduce_*/results.json")))
 
 
