@@ -75,7 +75,7 @@ reproduce-multilabel: $(STAMP)  ## claim 2 at small budgets: multi-label losses 
 	$(PY) scripts/reproduce.py multilabel $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
 
 # the claims at the forum's regime: full data, converged models, equal tuning budgets, seeds as members
-# (PROFILE=cpu, 2 quiet CPU cores: claim 1's MLP part 68 min, claim 2 74 min) -> reports/reproduce_<claim>_converged[_cpu]/
+# (PROFILE=cpu, 2 quiet CPU cores: claim 1's MLP part 52 to 68 min, claim 2 74 min) -> reports/reproduce_<claim>_converged[_cpu]/
 reproduce-converged: $(STAMP)  ## claim 1 at the forum's regime (full MNIST / Fashion-MNIST, to a plateau, 20 seeds)
 	$(PY) scripts/reproduce.py mnist_converged $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
 
